@@ -1,0 +1,123 @@
+//! The application: routes requests to endpoints, checks keys, renders every error as OpenAI's envelope
+//! and feeds the access log. It implements the HTTP layer's [`Handler`].
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::auth::Keys;
+use crate::completion;
+use crate::config::Config;
+use crate::http::{Exchange, Handler, HttpError, Method, Request, Responder};
+use crate::log::AccessLog;
+use crate::models::{echo::Echo, Model};
+use crate::openai::{chat, models, ApiError};
+
+const JSON: &str = "application/json";
+
+/// Shared, read-only state of a running server.
+pub struct App {
+    keys: Keys,
+    models: Vec<String>,
+    strict_models: bool,
+    max_json_depth: usize,
+    enable_panic_route: bool,
+    /// `created` of every listed model: when this server started.
+    started: u64,
+    model: Box<dyn Model>,
+    log: Option<AccessLog>,
+}
+
+impl App {
+    /// Builds the app from a validated configuration; starts the access log unless quiet.
+    pub fn new(cfg: &Config) -> Self {
+        App {
+            keys: Keys::new(&cfg.api_keys),
+            models: cfg.models.clone(),
+            strict_models: cfg.strict_models,
+            max_json_depth: cfg.max_json_depth,
+            enable_panic_route: cfg.enable_panic_route,
+            started: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            model: Box::new(Echo),
+            log: (!cfg.quiet).then(AccessLog::start),
+        }
+    }
+
+    fn route(&self, req: &Request<'_>, res: &mut Responder<'_>) -> Result<(), ApiError> {
+        let path = req.path();
+        let method = req.method();
+        let allow = match path {
+            "/health" => "GET",
+            "/v1/chat/completions" => "POST",
+            "/v1/models" => "GET",
+            p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => "GET",
+            "/debug/panic" if self.enable_panic_route => "POST",
+            _ => return Err(ApiError::unknown_url(req.method_str(), path)),
+        };
+        let allowed = match allow {
+            "GET" => matches!(method, Method::Get | Method::Head),
+            _ => method == Method::Post,
+        };
+        if !allowed {
+            ApiError::method_not_allowed(req.method_str(), path).write_json(res.body());
+            res.send(405, JSON, &[("Allow", allow)]);
+            return Ok(());
+        }
+        if path == "/health" {
+            res.body().extend_from_slice(br#"{"status":"ok"}"#);
+            res.send(200, JSON, &[]);
+            return Ok(());
+        }
+        if path == "/debug/panic" {
+            panic!("panic requested through /debug/panic");
+        }
+        self.keys.check(req.header("authorization"))?;
+        match path {
+            "/v1/chat/completions" => {
+                let chat = chat::parse(req.body, self.max_json_depth)?;
+                self.check_model(&chat.model)?;
+                completion::serve(self.model.as_ref(), &chat, res);
+            }
+            "/v1/models" => {
+                models::write_list(res.body(), &self.models, self.started);
+                res.send(200, JSON, &[]);
+            }
+            _ => {
+                let id = &path["/v1/models/".len()..];
+                self.check_model(id)?;
+                models::write_model(res.body(), id, self.started);
+                res.send(200, JSON, &[]);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_model(&self, model: &str) -> Result<(), ApiError> {
+        if self.strict_models && !self.models.iter().any(|m| m == model) {
+            return Err(ApiError::model_not_found(model));
+        }
+        Ok(())
+    }
+}
+
+impl Handler for App {
+    fn handle(&self, req: &Request<'_>, res: &mut Responder<'_>) {
+        if let Err(error) = self.route(req, res) {
+            let body = res.body();
+            body.clear();
+            error.write_json(body);
+            res.send(error.status, JSON, &[]);
+        }
+    }
+
+    fn error_body(&self, error: HttpError, body: &mut Vec<u8>) -> &'static str {
+        ApiError::from_http(error).write_json(body);
+        JSON
+    }
+
+    fn finished(&self, record: &Exchange<'_>) {
+        if let Some(log) = &self.log {
+            log.record(record);
+        }
+    }
+}

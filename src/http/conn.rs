@@ -1,0 +1,308 @@
+//! One connection's life: read heads and bodies under limits and deadlines, hand each request to the
+//! handler (panics caught), answer pipelined requests in order, and close on errors, `Connection: close` or
+//! idle. Buffers live as long as the connection and are reused by every request on it.
+
+use std::io::{self, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use may::net::TcpStream;
+
+use super::body::ChunkedDecoder;
+use super::request::{parse_head, Framing, Head, HeaderSpan, Request, Status};
+use super::response::{write_head, HeadOptions, Output, Responder, State};
+use super::{Exchange, Handler, HttpError, Limits, Method};
+use crate::ids;
+
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 16 * 1024;
+/// Buffers that grew past this for one large request are shrunk back afterwards, so an idle keep-alive
+/// connection holds kilobytes, not the megabytes its largest request needed.
+const KEEP_CAPACITY: usize = 64 * 1024;
+/// Longest client-supplied `x-request-id` echoed back; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Serves one accepted connection until it closes.
+pub fn serve<H: Handler>(stream: TcpStream, handler: &H, limits: &Limits) {
+    let _ = stream.set_nodelay(true);
+    // A peer that stops reading is dropped after the idle timeout instead of pinning a coroutine forever.
+    let _ = stream.set_write_timeout(Some(limits.idle_timeout));
+    let mut conn = Conn {
+        out: Output::new(stream),
+        rbuf: Vec::with_capacity(READ_SIZE),
+        spans: Vec::new(),
+        chunked_body: Vec::new(),
+        read_timeout: None,
+    };
+    conn.run(handler, limits);
+}
+
+struct Conn {
+    out: Output,
+    rbuf: Vec<u8>,
+    spans: Vec<HeaderSpan>,
+    chunked_body: Vec<u8>,
+    /// The socket's current read timeout, to avoid a setsockopt per read.
+    read_timeout: Option<Duration>,
+}
+
+/// Why reading stopped.
+enum ReadEnd {
+    Closed,
+    TimedOut,
+}
+
+impl Conn {
+    fn run<H: Handler>(&mut self, handler: &H, limits: &Limits) {
+        loop {
+            let started = Instant::now();
+            let head = match self.read_head(limits, started) {
+                Ok(head) => head,
+                Err(Some(error)) => return self.fail(handler, error, started),
+                Err(None) => return,
+            };
+            let body_len = match self.read_body(&head, limits) {
+                Ok(n) => n,
+                Err(Some(error)) => return self.fail(handler, error, started),
+                Err(None) => return,
+            };
+            let keep_alive = self.answer(handler, &head, body_len, started);
+            let consumed = head.len
+                + if head.framing == Framing::Chunked {
+                    0
+                } else {
+                    body_len
+                };
+            self.rbuf.drain(..consumed);
+            shrink(&mut self.rbuf);
+            shrink(&mut self.chunked_body);
+            shrink(&mut self.out.body);
+            if !keep_alive || self.out.broken {
+                let _ = self.out.flush();
+                return;
+            }
+        }
+    }
+
+    /// Waits for a whole head. `Err(None)` means the connection ended quietly (EOF or idle timeout).
+    fn read_head(&mut self, limits: &Limits, started: Instant) -> Result<Head, Option<HttpError>> {
+        let mut deadline = (!self.rbuf.is_empty()).then(|| started + limits.header_timeout);
+        loop {
+            if !self.rbuf.is_empty() {
+                if let Status::Complete(head) = parse_head(&self.rbuf, limits, &mut self.spans)? {
+                    return Ok(head);
+                }
+            }
+            // Nothing more to parse: send what pipelined answers are queued before blocking.
+            self.out.flush().map_err(|_| None)?;
+            let timeout = match deadline {
+                None => limits.idle_timeout,
+                Some(at) => at.saturating_duration_since(Instant::now()),
+            };
+            match self.read_more(timeout) {
+                Ok(()) => {
+                    deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+                }
+                Err(ReadEnd::TimedOut) if deadline.is_some() => {
+                    return Err(Some(HttpError::Timeout))
+                }
+                Err(_) => return Err(None),
+            }
+            if deadline.is_some_and(|at| Instant::now() >= at) {
+                return Err(Some(HttpError::Timeout));
+            }
+        }
+    }
+
+    /// Reads the body that `head` announces; returns its length.
+    fn read_body(&mut self, head: &Head, limits: &Limits) -> Result<usize, Option<HttpError>> {
+        let deadline = Instant::now() + limits.body_timeout;
+        match head.framing {
+            Framing::Empty => Ok(0),
+            Framing::Length(n) => {
+                if n > limits.max_body_bytes {
+                    return Err(Some(HttpError::BodyTooLarge));
+                }
+                if head.expect_continue && self.rbuf.len() < head.len + n {
+                    self.send_continue()?;
+                }
+                while self.rbuf.len() < head.len + n {
+                    self.read_body_bytes(deadline)?;
+                }
+                Ok(n)
+            }
+            Framing::Chunked => {
+                if head.expect_continue && self.rbuf.len() == head.len {
+                    self.send_continue()?;
+                }
+                let mut decoder = ChunkedDecoder::default();
+                self.chunked_body.clear();
+                loop {
+                    let used =
+                        decoder.decode(&self.rbuf[head.len..], &mut self.chunked_body, limits)?;
+                    // Raw chunk framing is dropped as it is decoded; the head stays where it was parsed.
+                    self.rbuf.drain(head.len..head.len + used);
+                    if decoder.is_done() {
+                        return Ok(self.chunked_body.len());
+                    }
+                    self.read_body_bytes(deadline)?;
+                }
+            }
+        }
+    }
+
+    fn send_continue(&mut self) -> Result<(), Option<HttpError>> {
+        self.out
+            .wbuf
+            .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        self.out.flush().map_err(|_| None)
+    }
+
+    fn read_body_bytes(&mut self, deadline: Instant) -> Result<(), Option<HttpError>> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Some(HttpError::Timeout));
+        }
+        match self.read_more(deadline - now) {
+            Ok(()) => Ok(()),
+            Err(ReadEnd::TimedOut) => Err(Some(HttpError::Timeout)),
+            Err(ReadEnd::Closed) => Err(None),
+        }
+    }
+
+    /// One read into the buffer, waiting at most about `timeout`.
+    fn read_more(&mut self, timeout: Duration) -> Result<(), ReadEnd> {
+        if timeout.is_zero() {
+            return Err(ReadEnd::TimedOut);
+        }
+        // Re-arm only when the wanted timeout is much shorter or longer than the armed one: deadlines stay
+        // within a factor of two while a steady keep-alive connection makes no setsockopt call at all.
+        let rearm = match self.read_timeout {
+            None => true,
+            Some(current) => timeout < current / 2 || timeout > current,
+        };
+        if rearm {
+            let _ = self.out.stream.set_read_timeout(Some(timeout));
+            self.read_timeout = Some(timeout);
+        }
+        let len = self.rbuf.len();
+        self.rbuf.resize(len + READ_SIZE, 0);
+        let result = self.out.stream.read(&mut self.rbuf[len..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.rbuf.truncate(len + n);
+        match result {
+            Ok(0) => Err(ReadEnd::Closed),
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Err(ReadEnd::TimedOut)
+            }
+            Err(_) => Err(ReadEnd::Closed),
+        }
+    }
+
+    /// Runs the handler for one request; returns whether the connection stays open.
+    fn answer<H: Handler>(
+        &mut self,
+        handler: &H,
+        head: &Head,
+        body_len: usize,
+        started: Instant,
+    ) -> bool {
+        let Conn {
+            out,
+            rbuf,
+            spans,
+            chunked_body,
+            ..
+        } = self;
+        let body = match head.framing {
+            Framing::Chunked => &chunked_body[..],
+            _ => &rbuf[head.len..head.len + body_len],
+        };
+        let req = Request::new(rbuf, head, spans, body);
+        let mut id_buf = [0u8; 32];
+        let request_id = match req.header_str("x-request-id") {
+            Some(id) if valid_request_id(id) => id,
+            _ => ids::write_hex_id("req_", ids::next(), &mut id_buf),
+        };
+        let written_before = out.written + out.wbuf.len();
+        let mut res = Responder::new(
+            out,
+            request_id,
+            head.minor_version,
+            head.keep_alive,
+            head.method == Method::Head,
+        );
+        let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(&req, &mut res)));
+        let mut keep_alive = res.keep_alive();
+        if outcome.is_err() || res.state == State::Pending {
+            keep_alive = false;
+            if res.state == State::Pending {
+                res.out.body.clear();
+                let content_type = handler.error_body(HttpError::Panic, &mut res.out.body);
+                res.close_after();
+                res.send(500, content_type, &[]);
+            }
+        }
+        let status = match res.state {
+            State::Sent(s) | State::Streaming(s) => s,
+            State::Pending => 500,
+        };
+        let bytes = out.written + out.wbuf.len() - written_before;
+        handler.finished(&Exchange {
+            method: req.method_str(),
+            path: req.path(),
+            status,
+            bytes,
+            duration: started.elapsed(),
+            request_id,
+        });
+        keep_alive
+    }
+
+    /// Answers an error the HTTP layer found, then the connection closes.
+    fn fail<H: Handler>(&mut self, handler: &H, error: HttpError, started: Instant) {
+        let mut id_buf = [0u8; 32];
+        let request_id = ids::write_hex_id("req_", ids::next(), &mut id_buf);
+        let out = &mut self.out;
+        out.body.clear();
+        let content_type = handler.error_body(error, &mut out.body);
+        let head = HeadOptions {
+            status: error.status(),
+            content_type,
+            length: Some(out.body.len()),
+            chunked: false,
+            keep_alive: false,
+            minor_version: 1,
+            request_id,
+        };
+        let before = out.written + out.wbuf.len();
+        write_head(&mut out.wbuf, out.date.now(), &head, &[]);
+        out.wbuf.extend_from_slice(&out.body);
+        let bytes = out.written + out.wbuf.len() - before;
+        let _ = out.flush();
+        handler.finished(&Exchange {
+            method: "-",
+            path: "-",
+            status: error.status(),
+            bytes,
+            duration: started.elapsed(),
+            request_id,
+        });
+    }
+}
+
+fn valid_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_CAPACITY && buf.len() <= KEEP_CAPACITY {
+        buf.shrink_to(KEEP_CAPACITY);
+    }
+}

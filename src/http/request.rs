@@ -1,0 +1,374 @@
+//! Request heads: httparse push-parsing into offsets (so the head survives the buffer growing while the body
+//! arrives), the framing rules that decide where a body ends, and the borrowed [`Request`] view handlers get.
+
+use super::{HttpError, Limits};
+
+/// Hard ceiling for `--max-headers`: the parse array lives on the coroutine stack (32 bytes a slot).
+pub const MAX_HEADERS_CEILING: usize = 128;
+
+/// Request methods the router cares about; anything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// POST
+    Post,
+    /// OPTIONS
+    Options,
+    /// Any other method, answered 405 or 404 by the router.
+    Other,
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length: n`.
+    Length(usize),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Byte ranges of one header inside the read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderSpan {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// A parsed head, as offsets into the connection's read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    /// Method, classified.
+    pub method: Method,
+    method_span: (u32, u32),
+    path_span: (u32, u32),
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Bytes of request line and headers, final CRLF included.
+    pub len: usize,
+    /// Where the body ends.
+    pub framing: Framing,
+    /// Whether the connection may serve another request after this one.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+}
+
+/// Outcome of parsing what has arrived so far.
+#[derive(Debug)]
+pub enum Status {
+    /// A whole head.
+    Complete(Head),
+    /// Need more bytes.
+    Partial,
+}
+
+/// Parses a head from the start of `buf`, recording header offsets in `spans` (reused per connection).
+pub fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+    spans: &mut Vec<HeaderSpan>,
+) -> Result<Status, HttpError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    let slots = &mut slots[..limits.max_headers.min(MAX_HEADERS_CEILING)];
+    let mut req = httparse::Request::new(slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= limits.max_header_bytes {
+                Err(HttpError::HeaderTooLarge)
+            } else {
+                Ok(Status::Partial)
+            }
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderTooLarge),
+        Err(httparse::Error::Version) => {
+            return Err(HttpError::BadRequest("unsupported HTTP version"))
+        }
+        Err(httparse::Error::Token) | Err(httparse::Error::Status) => {
+            return Err(HttpError::BadRequest("malformed request line"))
+        }
+        Err(_) => return Err(HttpError::BadRequest("malformed header")),
+    };
+    if len > limits.max_header_bytes {
+        return Err(HttpError::HeaderTooLarge);
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+    // httparse guarantees method, path and version are present on Complete.
+    let method_str = req.method.unwrap_or("");
+    let path = req.path.unwrap_or("");
+    if !path.starts_with('/') && path != "*" {
+        return Err(HttpError::BadRequest(
+            "request target must be an absolute path",
+        ));
+    }
+    let minor_version = req.version.unwrap_or(1);
+    let mut framing = Framing::Empty;
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut keep_alive = minor_version == 1;
+    let mut expect_continue = false;
+    spans.clear();
+    for header in req.headers.iter() {
+        spans.push(HeaderSpan {
+            name: span(header.name.as_bytes()),
+            value: span(header.value),
+        });
+        let name = header.name;
+        let value = trim(header.value);
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(value).ok_or(HttpError::BadRequest("invalid Content-Length"))?;
+            if content_length.is_some_and(|old| old != n) {
+                return Err(HttpError::BadRequest("conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(HttpError::BadRequest(
+                    "unsupported Transfer-Encoding (only chunked)",
+                ));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor_version == 0 {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") && value.eq_ignore_ascii_case(b"100-continue")
+        {
+            expect_continue = minor_version == 1;
+        }
+    }
+    if chunked {
+        // RFC 9112 6.3: both present is a smuggling shape; refuse rather than pick one.
+        if content_length.is_some() {
+            return Err(HttpError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if minor_version == 0 {
+            return Err(HttpError::BadRequest("chunked encoding needs HTTP/1.1"));
+        }
+        framing = Framing::Chunked;
+    } else if let Some(n) = content_length {
+        framing = if n == 0 {
+            Framing::Empty
+        } else {
+            Framing::Length(n)
+        };
+    }
+    Ok(Status::Complete(Head {
+        method: classify(method_str),
+        method_span: span(method_str.as_bytes()),
+        path_span: span(path.as_bytes()),
+        minor_version,
+        len,
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && framing != Framing::Empty,
+    }))
+}
+
+fn classify(method: &str) -> Method {
+    match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "OPTIONS" => Method::Options,
+        _ => Method::Other,
+    }
+}
+
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Digits only (no sign, no spaces inside, no list): anything else is a framing attack or a bug.
+fn parse_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0usize, |n, &d| {
+        n.checked_mul(10)?.checked_add((d - b'0') as usize)
+    })
+}
+
+/// One request as the handler sees it: everything borrowed from the connection's buffers.
+pub struct Request<'a> {
+    buf: &'a [u8],
+    head: &'a Head,
+    spans: &'a [HeaderSpan],
+    /// The body, de-chunked.
+    pub body: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// Builds the view; `buf` must be the buffer `head` and `spans` were parsed from.
+    pub fn new(buf: &'a [u8], head: &'a Head, spans: &'a [HeaderSpan], body: &'a [u8]) -> Self {
+        Request {
+            buf,
+            head,
+            spans,
+            body,
+        }
+    }
+
+    fn slice(&self, (start, len): (u32, u32)) -> &'a [u8] {
+        &self.buf[start as usize..(start + len) as usize]
+    }
+
+    /// The method, classified.
+    pub fn method(&self) -> Method {
+        self.head.method
+    }
+
+    /// The method as sent (httparse admits only token characters, so it is ASCII).
+    pub fn method_str(&self) -> &'a str {
+        std::str::from_utf8(self.slice(self.head.method_span)).unwrap_or("?")
+    }
+
+    /// The request target with its query string.
+    pub fn target(&self) -> &'a str {
+        std::str::from_utf8(self.slice(self.head.path_span)).unwrap_or("/")
+    }
+
+    /// The path without the query string.
+    pub fn path(&self) -> &'a str {
+        let target = self.target();
+        target.split_once('?').map_or(target, |(p, _)| p)
+    }
+
+    /// The first header with this name (case-insensitive), as bytes.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.spans
+            .iter()
+            .find(|s| self.slice(s.name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|s| trim(self.slice(s.value)))
+    }
+
+    /// The first header with this name, if it is UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&'a str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Result<Status, HttpError> {
+        parse_head(raw.as_bytes(), &Limits::default(), &mut Vec::new())
+    }
+
+    fn complete(raw: &str) -> Head {
+        match head(raw) {
+            Ok(Status::Complete(h)) => h,
+            other => panic!("expected a complete head for {raw:?}, got {other:?}"),
+        }
+    }
+
+    macro_rules! bad {
+        ($($name:ident: $raw:expr,)*) => {$(
+            #[test]
+            fn $name() {
+                assert!(matches!(head($raw), Err(HttpError::BadRequest(_))), "{:?}", head($raw));
+            }
+        )*};
+    }
+
+    bad! {
+        rejects_garbage_request_line: "GARBAGE\r\n\r\n",
+        rejects_bad_header_line: "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        rejects_signed_length: "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+        rejects_hex_length: "POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n",
+        rejects_list_length: "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+        rejects_conflicting_lengths: "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        rejects_length_and_chunked: "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        rejects_gzip_encoding: "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        rejects_double_chunked: "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        rejects_http2_version: "GET / HTTP/2.0\r\n\r\n",
+        rejects_relative_target: "GET v1/models HTTP/1.1\r\n\r\n",
+        rejects_chunked_on_http10: "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    }
+
+    #[test]
+    fn partial_until_blank_line() {
+        assert!(matches!(
+            head("GET / HTTP/1.1\r\nHost: x\r\n"),
+            Ok(Status::Partial)
+        ));
+        assert!(matches!(head("GE"), Ok(Status::Partial)));
+    }
+
+    #[test]
+    fn header_bytes_limit() {
+        let limits = Limits {
+            max_header_bytes: 300,
+            ..Limits::default()
+        };
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(400));
+        assert_eq!(
+            parse_head(long.as_bytes(), &limits, &mut Vec::new()).unwrap_err(),
+            HttpError::HeaderTooLarge
+        );
+    }
+
+    #[test]
+    fn header_count_limit() {
+        let limits = Limits {
+            max_headers: 3,
+            ..Limits::default()
+        };
+        let raw = "GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n";
+        assert_eq!(
+            parse_head(raw.as_bytes(), &limits, &mut Vec::new()).unwrap_err(),
+            HttpError::HeaderTooLarge
+        );
+    }
+
+    #[test]
+    fn framing_and_connection_rules() {
+        let h = complete("POST /v1 HTTP/1.1\r\nContent-Length: 12\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(12), true));
+        let h =
+            complete("POST / HTTP/1.1\r\ntransfer-encoding: Chunked\r\nConnection: close\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        assert!(!complete("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(complete("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(
+            complete("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+                .expect_continue
+        );
+        assert!(!complete("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+    }
+
+    #[test]
+    fn request_view_reads_headers_and_path() {
+        let raw = b"GET /v1/models?x=1 HTTP/1.1\r\nAuthorization:  Bearer k \r\n\r\n";
+        let mut spans = Vec::new();
+        let Ok(Status::Complete(h)) = parse_head(raw, &Limits::default(), &mut spans) else {
+            panic!()
+        };
+        let req = Request::new(raw, &h, &spans, b"");
+        assert_eq!(req.method(), Method::Get);
+        assert_eq!(req.method_str(), "GET");
+        assert_eq!(req.target(), "/v1/models?x=1");
+        assert_eq!(req.path(), "/v1/models");
+        assert_eq!(req.header_str("authorization"), Some("Bearer k"));
+        assert_eq!(req.header("missing"), None);
+    }
+}

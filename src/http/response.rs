@@ -1,0 +1,283 @@
+//! Writing responses: the per-connection output buffer, status line and headers, and the [`Responder`] a
+//! handler answers through. Complete responses are buffered so pipelined answers leave in one write.
+
+use std::io::{self, Write};
+
+use may::net::TcpStream;
+
+use super::date::DateCache;
+use super::sse::SseWriter;
+
+/// The write side of one connection: the socket, a reused output buffer and a reused body scratch buffer.
+pub struct Output {
+    pub(crate) stream: TcpStream,
+    /// Bytes waiting to be written; flushed before the connection blocks on a read.
+    pub(crate) wbuf: Vec<u8>,
+    /// Where a handler builds a response body before its head is written.
+    pub(crate) body: Vec<u8>,
+    pub(crate) date: DateCache,
+    /// Bytes handed to the socket so far, for the access log.
+    pub(crate) written: usize,
+    /// A write failed: the peer is gone, stop producing.
+    pub(crate) broken: bool,
+}
+
+impl Output {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Output {
+            stream,
+            wbuf: Vec::with_capacity(8192),
+            body: Vec::with_capacity(4096),
+            date: DateCache::default(),
+            written: 0,
+            broken: false,
+        }
+    }
+
+    /// Writes everything buffered.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.wbuf);
+        self.written += self.wbuf.len();
+        self.wbuf.clear();
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+}
+
+/// How the response ends the exchange, decided by the request and what the handler asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadOptions<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    pub length: Option<usize>,
+    pub chunked: bool,
+    pub keep_alive: bool,
+    pub minor_version: u8,
+    pub request_id: &'a str,
+}
+
+/// Appends a status line and headers (ending with the blank line) to `w`.
+pub(crate) fn write_head(
+    w: &mut Vec<u8>,
+    date: &[u8],
+    head: &HeadOptions<'_>,
+    extra: &[(&str, &str)],
+) {
+    let mut num = itoa::Buffer::new();
+    w.extend_from_slice(b"HTTP/1.1 ");
+    w.extend_from_slice(num.format(head.status).as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(reason(head.status).as_bytes());
+    w.extend_from_slice(b"\r\nServer: standin\r\nDate: ");
+    w.extend_from_slice(date);
+    w.extend_from_slice(b"\r\nContent-Type: ");
+    w.extend_from_slice(head.content_type.as_bytes());
+    if let Some(len) = head.length {
+        w.extend_from_slice(b"\r\nContent-Length: ");
+        w.extend_from_slice(num.format(len).as_bytes());
+    }
+    if head.chunked {
+        w.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+    }
+    if !head.keep_alive {
+        w.extend_from_slice(b"\r\nConnection: close");
+    } else if head.minor_version == 0 {
+        w.extend_from_slice(b"\r\nConnection: keep-alive");
+    }
+    w.extend_from_slice(b"\r\nx-request-id: ");
+    w.extend_from_slice(head.request_id.as_bytes());
+    for (name, value) in extra {
+        w.extend_from_slice(b"\r\n");
+        w.extend_from_slice(name.as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+    }
+    w.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Reason phrases for the statuses standin sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// Where a response is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Pending,
+    Sent(u16),
+    Streaming(u16),
+}
+
+/// The handler's side of one exchange: build a body, then `send` it, or `start_sse` and stream events.
+pub struct Responder<'c> {
+    pub(crate) out: &'c mut Output,
+    pub(crate) state: State,
+    request_id: &'c str,
+    minor_version: u8,
+    keep_alive: bool,
+    head_only: bool,
+}
+
+impl<'c> Responder<'c> {
+    pub(crate) fn new(
+        out: &'c mut Output,
+        request_id: &'c str,
+        minor_version: u8,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> Self {
+        out.body.clear();
+        Responder {
+            out,
+            state: State::Pending,
+            request_id,
+            minor_version,
+            keep_alive,
+            head_only,
+        }
+    }
+
+    /// The `x-request-id` this response carries.
+    pub fn request_id(&self) -> &'c str {
+        self.request_id
+    }
+
+    /// The body scratch buffer (empty at the start of every request); fill it, then call [`Responder::send`].
+    pub fn body(&mut self) -> &mut Vec<u8> {
+        &mut self.out.body
+    }
+
+    /// Ask for the connection to close after this response.
+    pub fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// Whether the connection stays open after this response.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// Queues a complete response whose body is what [`Responder::body`] holds.
+    pub fn send(&mut self, status: u16, content_type: &str, extra: &[(&str, &str)]) {
+        if self.state != State::Pending {
+            return;
+        }
+        let out = &mut *self.out;
+        let head = HeadOptions {
+            status,
+            content_type,
+            length: Some(out.body.len()),
+            chunked: false,
+            keep_alive: self.keep_alive,
+            minor_version: self.minor_version,
+            request_id: self.request_id,
+        };
+        write_head(&mut out.wbuf, out.date.now(), &head, extra);
+        if !self.head_only {
+            out.wbuf.extend_from_slice(&out.body);
+        }
+        self.state = State::Sent(status);
+    }
+
+    /// Starts an event stream: headers go out with the first flush of events.
+    pub fn start_sse(&mut self, status: u16, extra: &[(&str, &str)]) -> SseWriter<'_> {
+        // HTTP/1.0 has no chunked encoding: the stream ends when the connection closes.
+        let chunked = self.minor_version == 1;
+        if !chunked {
+            self.keep_alive = false;
+        }
+        let out = &mut *self.out;
+        let head = HeadOptions {
+            status,
+            content_type: "text/event-stream",
+            length: None,
+            chunked,
+            keep_alive: self.keep_alive,
+            minor_version: self.minor_version,
+            request_id: self.request_id,
+        };
+        let mut headers: [(&str, &str); 8] = [("Cache-Control", "no-cache"); 8];
+        let n = extra.len().min(7);
+        headers[1..=n].copy_from_slice(&extra[..n]);
+        write_head(&mut out.wbuf, out.date.now(), &head, &headers[..=n]);
+        self.state = State::Streaming(status);
+        SseWriter::new(out, chunked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_text(
+        keep_alive: bool,
+        minor_version: u8,
+        length: Option<usize>,
+        chunked: bool,
+    ) -> String {
+        let mut w = Vec::new();
+        let head = HeadOptions {
+            status: 404,
+            content_type: "application/json",
+            length,
+            chunked,
+            keep_alive,
+            minor_version,
+            request_id: "req_1",
+        };
+        write_head(
+            &mut w,
+            b"Thu, 01 Jan 1970 00:00:00 GMT",
+            &head,
+            &[("Allow", "POST")],
+        );
+        String::from_utf8(w).unwrap()
+    }
+
+    #[test]
+    fn head_has_status_length_and_request_id() {
+        let text = head_text(true, 1, Some(12), false);
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
+        assert!(text.contains("\r\nContent-Length: 12\r\n"));
+        assert!(text.contains("\r\nx-request-id: req_1\r\n"));
+        assert!(text.contains("\r\nAllow: POST\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert!(!text.contains("Connection"));
+    }
+
+    #[test]
+    fn head_connection_rules() {
+        assert!(head_text(false, 1, Some(0), false).contains("Connection: close"));
+        assert!(head_text(true, 0, Some(0), false).contains("Connection: keep-alive"));
+        let chunked = head_text(true, 1, None, true);
+        assert!(
+            chunked.contains("Transfer-Encoding: chunked") && !chunked.contains("Content-Length")
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! Server-sent events over chunked transfer encoding. Events queued together go out in one write (and one
+//! chunk); [`SseWriter::flush`] sends them the moment the producer has nothing more ready.
+
+use std::io;
+
+use super::response::Output;
+
+/// A queued chunk larger than this is written at once, so a long burst never builds up a huge buffer.
+const FLUSH_AT: usize = 64 * 1024;
+/// Chunk sizes are written as 8 zero-padded hex digits into a slot reserved before the events, so events can
+/// be serialized straight into the output buffer without a second copy (leading zeros are valid, RFC 9112 7.1).
+const SIZE_SLOT: &[u8] = b"00000000\r\n";
+
+/// Writes `data:` events to a response started by `Responder::start_sse`.
+pub struct SseWriter<'a> {
+    out: &'a mut Output,
+    chunked: bool,
+    /// Offset in the output buffer of the open chunk's size slot.
+    open_chunk: Option<usize>,
+}
+
+impl<'a> SseWriter<'a> {
+    pub(crate) fn new(out: &'a mut Output, chunked: bool) -> Self {
+        SseWriter {
+            out,
+            chunked,
+            open_chunk: None,
+        }
+    }
+
+    /// Queues one event `data: <payload>\n\n`, the payload written by `write`. Fails once the peer is gone.
+    pub fn event(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        if self.out.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if self.chunked && self.open_chunk.is_none() {
+            self.open_chunk = Some(self.out.wbuf.len());
+            self.out.wbuf.extend_from_slice(SIZE_SLOT);
+        }
+        self.out.wbuf.extend_from_slice(b"data: ");
+        write(&mut self.out.wbuf);
+        self.out.wbuf.extend_from_slice(b"\n\n");
+        if self.out.wbuf.len() >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every queued event now.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.close_chunk();
+        self.out.flush()
+    }
+
+    /// Ends the stream (the terminating zero chunk) and sends what is left.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.close_chunk();
+        if self.chunked {
+            self.out.wbuf.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.out.flush()
+    }
+
+    fn close_chunk(&mut self) {
+        let Some(start) = self.open_chunk.take() else {
+            return;
+        };
+        let wbuf = &mut self.out.wbuf;
+        let size = wbuf.len() - start - SIZE_SLOT.len();
+        let digits = &mut wbuf[start..start + 8];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            let nibble = (size >> (4 * (7 - i))) & 0xf;
+            *digit = b"0123456789abcdef"[nibble];
+        }
+        wbuf.extend_from_slice(b"\r\n");
+    }
+}

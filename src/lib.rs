@@ -1,0 +1,41 @@
+//! standin: an OpenAI-compatible API server on `may` coroutines, with HTTP/1.1 and SSE written by hand.
+//!
+//! # Layout
+//! - [`http`]: sockets, framing, limits, timeouts, SSE. Knows nothing of OpenAI.
+//! - [`openai`]: wire types, validation, the error envelope. Knows nothing of sockets.
+//! - [`models`]: turn a prompt into text and tokens. Know neither.
+//! - [`app`] routes and authenticates; [`completion`] joins the three for one chat completion;
+//!   [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod app;
+pub mod auth;
+pub mod completion;
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod log;
+pub mod models;
+pub mod openai;
+pub mod server;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use config::Config;
+
+/// Starts the server described by `cfg`, prints the listening line, and serves until the process ends.
+pub fn run(cfg: &Config) -> std::io::Result<()> {
+    server::configure_runtime(cfg.workers, cfg.stack_size);
+    let listener = server::bind(&cfg.listen)?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(app::App::new(cfg));
+    let accept = server::serve(listener, app, cfg.limits.clone())?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "standin listening on http://{addr}")?;
+    stdout.flush()?;
+    let _ = accept.join();
+    Ok(())
+}

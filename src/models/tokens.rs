@@ -1,0 +1,74 @@
+//! The token rule every model and every usage count shares: a token is a run of whitespace (possibly
+//! empty) followed by a run of non-whitespace; whitespace at the very end joins the last token.
+//! `"Hello  world "` is `["Hello", "  world "]`. Concatenating the tokens gives the text back exactly.
+
+/// Splits `text` into tokens without allocating.
+pub fn split(text: &str) -> Tokens<'_> {
+    Tokens { rest: text }
+}
+
+/// Iterator over the tokens of a text.
+pub struct Tokens<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let word_start = self
+            .rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(self.rest.len());
+        let after_word = self.rest[word_start..]
+            .find(char::is_whitespace)
+            .map_or(self.rest.len(), |i| word_start + i);
+        // Trailing whitespace with no word after it belongs to this token.
+        let end = if self.rest[after_word..].trim_start().is_empty() {
+            self.rest.len()
+        } else {
+            after_word
+        };
+        let (token, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        Some(token)
+    }
+}
+
+/// Number of tokens in `text`.
+pub fn count(text: &str) -> usize {
+    split(text).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_carry_their_leading_space() {
+        let tokens: Vec<_> = split("Hello  world, again").collect();
+        assert_eq!(tokens, vec!["Hello", "  world,", " again"]);
+    }
+
+    #[test]
+    fn edges() {
+        assert_eq!(split("").count(), 0);
+        assert_eq!(split("   ").collect::<Vec<_>>(), vec!["   "]);
+        assert_eq!(split(" a ").collect::<Vec<_>>(), vec![" a "]);
+        assert_eq!(split("a\n\nb\t").collect::<Vec<_>>(), vec!["a", "\n\nb\t"]);
+        assert_eq!(
+            split("héllo wörld").collect::<Vec<_>>(),
+            vec!["héllo", " wörld"]
+        );
+    }
+
+    #[test]
+    fn tokens_rebuild_the_text() {
+        for text in ["a b  c", "  lead", "trail  ", "x", "\u{3000}全角 space"] {
+            assert_eq!(split(text).collect::<String>(), text);
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! `POST /v1/chat/completions` requests: the body read into borrowed raw fields, then every field the spec
+//! defines checked for type and range, with the field's name in `param` when it is wrong. Unknown fields are
+//! ignored, as OpenAI does.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::json::{self, array, boolean, integer, number, object, string};
+
+/// Most choices one request may ask for (the spec's maximum for `n`).
+pub const MAX_CHOICES: i64 = 128;
+/// Most stop sequences (the spec's `maxItems`).
+pub const MAX_STOP: usize = 4;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// system
+    System,
+    /// developer
+    Developer,
+    /// user
+    User,
+    /// assistant
+    Assistant,
+    /// tool
+    Tool,
+    /// function (deprecated, still accepted)
+    Function,
+}
+
+/// One message of the conversation, reduced to what the models need.
+#[derive(Debug)]
+pub struct Message<'a> {
+    /// Author.
+    pub role: Role,
+    /// Its text: a string as is, or text parts joined with `\n`; `None` when it has no text.
+    pub text: Option<Cow<'a, str>>,
+}
+
+/// A validated chat completion request.
+#[derive(Debug)]
+pub struct ChatRequest<'a> {
+    /// Model name as the client sent it.
+    pub model: Cow<'a, str>,
+    /// The conversation, at least one message.
+    pub messages: Vec<Message<'a>>,
+    /// Token limit per choice (`max_completion_tokens` wins over `max_tokens`).
+    pub max_tokens: Option<u32>,
+    /// Number of choices.
+    pub n: u32,
+    /// Stop sequences (empty strings dropped).
+    pub stop: Vec<Cow<'a, str>>,
+    /// Answer as server-sent events.
+    pub stream: bool,
+    /// Add a usage chunk at the end of the stream.
+    pub include_usage: bool,
+    /// Sampling seed, if any.
+    pub seed: Option<i64>,
+}
+
+/// The fields the spec defines, each kept raw until checked, so a type error can name its field.
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stop: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_p: Option<&'a RawValue>,
+    #[serde(borrow)]
+    frequency_penalty: Option<&'a RawValue>,
+    #[serde(borrow)]
+    presence_penalty: Option<&'a RawValue>,
+    #[serde(borrow)]
+    seed: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    logprobs: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_logprobs: Option<&'a RawValue>,
+    #[serde(borrow)]
+    logit_bias: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(borrow)]
+    parallel_tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response_format: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    store: Option<&'a RawValue>,
+    #[serde(borrow)]
+    service_tier: Option<&'a RawValue>,
+    #[serde(borrow)]
+    safety_identifier: Option<&'a RawValue>,
+    #[serde(borrow)]
+    prompt_cache_key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning_effort: Option<&'a RawValue>,
+    #[serde(borrow)]
+    modalities: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    role: Option<&'a RawValue>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_call_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawPart<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawStreamOptions<'a> {
+    #[serde(borrow)]
+    include_usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    include_obfuscation: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawTyped<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+}
+
+/// Parses and validates a request body (already checked to be within the size limit).
+pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::invalid("The request body is not valid UTF-8.", None, "invalid_json")
+    })?;
+    json::check_depth(body, max_depth)?;
+    let raw: RawRequest<'_> = serde_json::from_str(text).map_err(|e| {
+        let message = format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object.");
+        ApiError::invalid(message, None, "invalid_json")
+    })?;
+
+    let model = match raw.model {
+        Some(m) => string(m, "model")?,
+        None => return Err(missing("model")),
+    };
+    if model.is_empty() {
+        return Err(json::out_of_range(
+            "model",
+            "that is a non-empty string",
+            "''",
+        ));
+    }
+    let messages = match raw.messages {
+        Some(m) => parse_messages(m)?,
+        None => return Err(missing("messages")),
+    };
+    let max_tokens = positive(raw.max_tokens, "max_tokens")?;
+    let max_completion_tokens = positive(raw.max_completion_tokens, "max_completion_tokens")?;
+    let n = raw
+        .n
+        .map(|v| integer(v, "n", 1, MAX_CHOICES))
+        .transpose()?
+        .unwrap_or(1) as u32;
+    let stop = raw.stop.map(parse_stop).transpose()?.unwrap_or_default();
+    let stream = raw
+        .stream
+        .map(|v| boolean(v, "stream"))
+        .transpose()?
+        .unwrap_or(false);
+    let mut include_usage = false;
+    if let Some(options) = raw.stream_options {
+        if !stream {
+            let message =
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
+            return Err(ApiError::invalid(
+                message,
+                Some("stream_options"),
+                "invalid_value",
+            ));
+        }
+        let options: RawStreamOptions<'_> = object(options, "stream_options")?;
+        include_usage = options
+            .include_usage
+            .map(|v| boolean(v, "stream_options.include_usage"))
+            .transpose()?
+            .unwrap_or(false);
+        options
+            .include_obfuscation
+            .map(|v| boolean(v, "stream_options.include_obfuscation"))
+            .transpose()?;
+    }
+    let ranged = [
+        (raw.temperature, "temperature", 0.0, 2.0),
+        (raw.top_p, "top_p", 0.0, 1.0),
+        (raw.frequency_penalty, "frequency_penalty", -2.0, 2.0),
+        (raw.presence_penalty, "presence_penalty", -2.0, 2.0),
+    ];
+    for (value, param, min, max) in ranged {
+        value.map(|v| number(v, param, min, max)).transpose()?;
+    }
+    let seed = raw
+        .seed
+        .map(|v| integer(v, "seed", i64::MIN, i64::MAX))
+        .transpose()?;
+    for (value, param) in [
+        (raw.user, "user"),
+        (raw.safety_identifier, "safety_identifier"),
+        (raw.prompt_cache_key, "prompt_cache_key"),
+    ] {
+        value.map(|v| string(v, param)).transpose()?;
+    }
+    for (value, param) in [
+        (raw.logprobs, "logprobs"),
+        (raw.parallel_tool_calls, "parallel_tool_calls"),
+        (raw.store, "store"),
+    ] {
+        value.map(|v| boolean(v, param)).transpose()?;
+    }
+    raw.top_logprobs
+        .map(|v| integer(v, "top_logprobs", 0, 20))
+        .transpose()?;
+    if let Some(bias) = raw.logit_bias {
+        let bias: std::collections::HashMap<Cow<'_, str>, &RawValue> = object(bias, "logit_bias")?;
+        for value in bias.values() {
+            number(value, "logit_bias", -100.0, 100.0)?;
+        }
+    }
+    if let Some(metadata) = raw.metadata {
+        let metadata: std::collections::HashMap<Cow<'_, str>, &RawValue> =
+            object(metadata, "metadata")?;
+        for value in metadata.values() {
+            string(value, "metadata")?;
+        }
+    }
+    check_tools(raw.tools, raw.tool_choice)?;
+    if let Some(format) = raw.response_format {
+        let format: RawTyped<'_> = object(format, "response_format")?;
+        let kind = format.kind.ok_or_else(|| missing("response_format.type"))?;
+        let kind = string(kind, "response_format.type")?;
+        if !matches!(&*kind, "text" | "json_object" | "json_schema") {
+            return Err(json::out_of_range(
+                "response_format.type",
+                "one of text, json_object, json_schema",
+                &kind,
+            ));
+        }
+    }
+    one_of(
+        raw.service_tier,
+        "service_tier",
+        &["auto", "default", "flex", "scale", "priority"],
+    )?;
+    one_of(
+        raw.reasoning_effort,
+        "reasoning_effort",
+        &["none", "minimal", "low", "medium", "high", "xhigh"],
+    )?;
+    if let Some(modalities) = raw.modalities {
+        for (i, m) in array(modalities, "modalities")?.into_iter().enumerate() {
+            string(m, &format!("modalities[{i}]"))?;
+        }
+    }
+    Ok(ChatRequest {
+        model,
+        messages,
+        max_tokens: max_completion_tokens.or(max_tokens),
+        n,
+        stop,
+        stream,
+        include_usage,
+        seed,
+    })
+}
+
+fn missing(param: &str) -> ApiError {
+    ApiError::invalid(
+        format!("Missing required parameter: '{param}'."),
+        Some(param),
+        "missing_required_parameter",
+    )
+}
+
+fn positive(raw: Option<&RawValue>, param: &str) -> Result<Option<u32>, ApiError> {
+    raw.map(|v| integer(v, param, 1, u32::MAX as i64).map(|n| n as u32))
+        .transpose()
+}
+
+fn one_of(raw: Option<&RawValue>, param: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if let Some(v) = raw {
+        let s = string(v, param)?;
+        if !allowed.contains(&&*s) {
+            return Err(json::out_of_range(
+                param,
+                &format!("one of {}", allowed.join(", ")),
+                &s,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_stop(raw: &RawValue) -> Result<Vec<Cow<'_, str>>, ApiError> {
+    if raw.get().starts_with('"') {
+        let s = string(raw, "stop")?;
+        return Ok(if s.is_empty() { Vec::new() } else { vec![s] });
+    }
+    let items = array(raw, "stop")?;
+    if items.len() > MAX_STOP {
+        return Err(json::out_of_range(
+            "stop",
+            &format!("with at most {MAX_STOP} items"),
+            format!("{} items", items.len()),
+        ));
+    }
+    let mut stop = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let s = string(item, &format!("stop[{i}]"))?;
+        if !s.is_empty() {
+            stop.push(s);
+        }
+    }
+    Ok(stop)
+}
+
+fn parse_messages(raw: &RawValue) -> Result<Vec<Message<'_>>, ApiError> {
+    let items = array(raw, "messages")?;
+    if items.is_empty() {
+        return Err(json::out_of_range(
+            "messages",
+            "with at least 1 item",
+            "an empty array",
+        ));
+    }
+    let mut messages = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let param = |field: &str| format!("messages[{i}]{field}");
+        let message: RawMessage<'_> = object(item, &param(""))?;
+        let role = message.role.ok_or_else(|| missing(&param(".role")))?;
+        let role = match &*string(role, &param(".role"))? {
+            "system" => Role::System,
+            "developer" => Role::Developer,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            "function" => Role::Function,
+            other => {
+                let rule = "one of system, developer, user, assistant, tool, function";
+                return Err(json::out_of_range(
+                    &param(".role"),
+                    rule,
+                    format!("'{other}'"),
+                ));
+            }
+        };
+        let text = match message.content {
+            Some(content) => parse_content(content, role, &param(".content"))?,
+            // An assistant turn may carry only tool calls; every other role must say something.
+            None if role == Role::Assistant => None,
+            None => return Err(missing(&param(".content"))),
+        };
+        if let Some(name) = message.name {
+            string(name, &param(".name"))?;
+        }
+        if let Some(calls) = message.tool_calls {
+            array(calls, &param(".tool_calls"))?;
+        }
+        match message.tool_call_id {
+            Some(id) => drop(string(id, &param(".tool_call_id"))?),
+            None if role == Role::Tool => return Err(missing(&param(".tool_call_id"))),
+            None => {}
+        }
+        messages.push(Message { role, text });
+    }
+    Ok(messages)
+}
+
+fn parse_content<'a>(
+    raw: &'a RawValue,
+    role: Role,
+    param: &str,
+) -> Result<Option<Cow<'a, str>>, ApiError> {
+    if raw.get() == "null" {
+        return if matches!(role, Role::Assistant | Role::Function) {
+            Ok(None)
+        } else {
+            Err(missing(param))
+        };
+    }
+    if raw.get().starts_with('"') {
+        return string(raw, param).map(Some);
+    }
+    let parts = array(raw, param)?;
+    let mut text: Option<Cow<'a, str>> = None;
+    for (i, part) in parts.into_iter().enumerate() {
+        let part_param = format!("{param}[{i}]");
+        let part: RawPart<'_> = object(part, &part_param)?;
+        let kind = part
+            .kind
+            .ok_or_else(|| missing(&format!("{part_param}.type")))?;
+        let kind = string(kind, &format!("{part_param}.type"))?;
+        if kind != "text" && kind != "refusal" {
+            // Images, audio and files are accepted; the echo model has nothing to say about them.
+            continue;
+        }
+        let field = if kind == "text" { "text" } else { "refusal" };
+        let piece = part
+            .text
+            .ok_or_else(|| missing(&format!("{part_param}.{field}")))?;
+        let piece = string(piece, &format!("{part_param}.{field}"))?;
+        text = Some(match text {
+            None => piece,
+            Some(joined) => Cow::Owned(format!("{joined}\n{piece}")),
+        });
+    }
+    Ok(text)
+}
+
+fn check_tools(tools: Option<&RawValue>, choice: Option<&RawValue>) -> Result<(), ApiError> {
+    if let Some(tools) = tools {
+        for (i, tool) in array(tools, "tools")?.into_iter().enumerate() {
+            let tool: RawTyped<'_> = object(tool, &format!("tools[{i}]"))?;
+            let kind = tool
+                .kind
+                .ok_or_else(|| missing(&format!("tools[{i}].type")))?;
+            string(kind, &format!("tools[{i}].type"))?;
+        }
+    }
+    if let Some(choice) = choice {
+        if choice.get().starts_with('"') {
+            let s = string(choice, "tool_choice")?;
+            if !matches!(&*s, "none" | "auto" | "required") {
+                return Err(json::out_of_range(
+                    "tool_choice",
+                    "one of none, auto, required or an object",
+                    format!("'{s}'"),
+                ));
+            }
+        } else {
+            let _: RawTyped<'_> = object(choice, "tool_choice")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> ChatRequest<'_> {
+        parse(body.as_bytes(), 64).unwrap_or_else(|e| panic!("{body}: {e:?}"))
+    }
+
+    fn err(body: &str) -> (Option<String>, &'static str) {
+        let e = parse(body.as_bytes(), 64).expect_err(body);
+        assert_eq!(e.status, 400);
+        (e.param, e.code.unwrap())
+    }
+
+    const HI: &str = r#""messages":[{"role":"user","content":"hi"}]"#;
+
+    #[test]
+    fn minimal_request() {
+        let body = format!(r#"{{"model":"m",{HI}}}"#);
+        let req = ok(&body);
+        assert_eq!(req.model, "m");
+        assert_eq!(req.n, 1);
+        assert!(!req.stream && req.stop.is_empty() && req.max_tokens.is_none());
+        assert_eq!(req.messages[0].text.as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn all_known_fields_accepted() {
+        let body = format!(
+            r#"{{"model":"m",{HI},"max_tokens":5,"max_completion_tokens":3,"n":2,"stop":["a","b"],"stream":true,
+            "stream_options":{{"include_usage":true}},"temperature":0.5,"top_p":1,"frequency_penalty":-2,
+            "presence_penalty":2,"seed":-7,"user":"u","logprobs":false,"top_logprobs":3,"logit_bias":{{"50256":-100}},
+            "tools":[{{"type":"function","function":{{"name":"f"}}}}],"tool_choice":"auto","parallel_tool_calls":true,
+            "response_format":{{"type":"json_object"}},"metadata":{{"k":"v"}},"store":false,"service_tier":"auto",
+            "unknown_field":{{"deep":[1,2,3]}}}}"#
+        );
+        let req = ok(&body);
+        assert_eq!(req.max_tokens, Some(3));
+        assert_eq!(
+            (req.n, req.stream, req.include_usage, req.seed),
+            (2, true, true, Some(-7))
+        );
+        assert_eq!(req.stop, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn nulls_mean_absent() {
+        let body = format!(
+            r#"{{"model":"m",{HI},"n":null,"stop":null,"temperature":null,"stream_options":null}}"#
+        );
+        assert_eq!(ok(&body).n, 1);
+    }
+
+    #[test]
+    fn content_forms() {
+        let req = ok(r#"{"model":"m","messages":[
+            {"role":"system","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
+            {"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]},
+            {"role":"assistant","content":null,"tool_calls":[]},
+            {"role":"tool","content":"r","tool_call_id":"c1"}]}"#);
+        let texts: Vec<_> = req.messages.iter().map(|m| m.text.as_deref()).collect();
+        assert_eq!(texts, vec![Some("a\nb"), None, None, Some("r")]);
+        assert_eq!(req.messages[2].role, Role::Assistant);
+    }
+
+    macro_rules! rejects {
+        ($($name:ident: $body:expr => ($param:expr, $code:expr),)*) => {$(
+            #[test]
+            fn $name() {
+                assert_eq!(err($body), ($param.map(str::to_string), $code));
+            }
+        )*};
+    }
+
+    rejects! {
+        rejects_invalid_json: "{" => (None::<&str>, "invalid_json"),
+        rejects_non_object: "[1]" => (None::<&str>, "invalid_json"),
+        rejects_missing_model: r#"{"messages":[]}"# => (Some("model"), "missing_required_parameter"),
+        rejects_model_number: r#"{"model":5,"messages":[]}"# => (Some("model"), "invalid_type"),
+        rejects_missing_messages: r#"{"model":"m"}"# => (Some("messages"), "missing_required_parameter"),
+        rejects_empty_messages: r#"{"model":"m","messages":[]}"# => (Some("messages"), "invalid_value"),
+        rejects_bad_role: r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"# => (Some("messages[0].role"), "invalid_value"),
+        rejects_number_content: r#"{"model":"m","messages":[{"role":"user","content":1}]}"# => (Some("messages[0].content"), "invalid_type"),
+        rejects_null_user_content: r#"{"model":"m","messages":[{"role":"user","content":null}]}"# => (Some("messages[0].content"), "missing_required_parameter"),
+        rejects_part_without_text: r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}"# => (Some("messages[0].content[0].text"), "missing_required_parameter"),
+        rejects_tool_without_id: r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"# => (Some("messages[0].tool_call_id"), "missing_required_parameter"),
+        rejects_message_string: r#"{"model":"m","messages":["hi"]}"# => (Some("messages[0]"), "invalid_type"),
+        rejects_n_string: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":"2"}"# => (Some("n"), "invalid_type"),
+        rejects_n_zero: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"# => (Some("n"), "invalid_value"),
+        rejects_n_too_many: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":129}"# => (Some("n"), "invalid_value"),
+        rejects_temperature_high: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":5}"# => (Some("temperature"), "invalid_value"),
+        rejects_top_p_string: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_p":"1"}"# => (Some("top_p"), "invalid_type"),
+        rejects_max_tokens_zero: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"# => (Some("max_tokens"), "invalid_value"),
+        rejects_stop_five: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}"# => (Some("stop"), "invalid_value"),
+        rejects_stop_number: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":[1]}"# => (Some("stop[0]"), "invalid_type"),
+        rejects_stream_string: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"# => (Some("stream"), "invalid_type"),
+        rejects_options_without_stream: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"# => (Some("stream_options"), "invalid_value"),
+        rejects_include_usage_string: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":"y"}}"# => (Some("stream_options.include_usage"), "invalid_type"),
+        rejects_seed_float: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"seed":1.5}"# => (Some("seed"), "invalid_type"),
+        rejects_top_logprobs_high: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":21}"# => (Some("top_logprobs"), "invalid_value"),
+        rejects_logit_bias_range: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logit_bias":{"1":101}}"# => (Some("logit_bias"), "invalid_value"),
+        rejects_tool_choice_word: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"# => (Some("tool_choice"), "invalid_value"),
+        rejects_tools_object: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":{}}"# => (Some("tools"), "invalid_type"),
+        rejects_response_format_kind: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"# => (Some("response_format.type"), "invalid_value"),
+        rejects_user_number: r#"{"model":"m","messages":[{"role":"user","content":"x"}],"user":1}"# => (Some("user"), "invalid_type"),
+        rejects_too_deep: &format!(r#"{{"model":"m","x":{}1{}}}"#, "[".repeat(70), "]".repeat(70)) => (None::<&str>, "json_too_deep"),
+    }
+
+    #[test]
+    fn rejects_invalid_utf8() {
+        let e = parse(b"{\"model\":\"\xff\"}", 64).unwrap_err();
+        assert_eq!(e.code, Some("invalid_json"));
+    }
+}

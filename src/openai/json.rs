@@ -1,0 +1,186 @@
+//! JSON helpers for request validation: a nesting-depth pre-scan (so serde never recurses deeper than the
+//! configured limit on a coroutine stack) and typed readers over borrowed `RawValue`s that name the field at
+//! fault when the type or range is wrong.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+
+/// Fails if `body` nests arrays/objects deeper than `max` (strings and escapes skipped correctly).
+pub fn check_depth(body: &[u8], max: usize) -> Result<(), ApiError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    let message = format!(
+                        "The request body nests JSON deeper than the limit of {max} levels."
+                    );
+                    return Err(ApiError::invalid(message, None, "json_too_deep"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The JSON kind of a raw value, for error messages.
+pub fn kind(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+fn wrong_type(param: &str, expected: &str, raw: &RawValue) -> ApiError {
+    let message = format!(
+        "Invalid type for '{param}': expected {expected}, but got {} instead.",
+        kind(raw)
+    );
+    ApiError::invalid(message, Some(param), "invalid_type")
+}
+
+/// A range error in OpenAI's wording.
+pub fn out_of_range(param: &str, rule: &str, got: impl std::fmt::Display) -> ApiError {
+    let message =
+        format!("Invalid value for '{param}': expected a value {rule}, but got {got} instead.");
+    ApiError::invalid(message, Some(param), "invalid_value")
+}
+
+/// A string, borrowed when it has no escapes.
+pub fn string<'a>(raw: &'a RawValue, param: &str) -> Result<Cow<'a, str>, ApiError> {
+    if !raw.get().starts_with('"') {
+        return Err(wrong_type(param, "a string", raw));
+    }
+    if let Ok(s) = serde_json::from_str::<&'a str>(raw.get()) {
+        return Ok(Cow::Borrowed(s));
+    }
+    serde_json::from_str::<String>(raw.get())
+        .map(Cow::Owned)
+        .map_err(|_| wrong_type(param, "a string", raw))
+}
+
+/// An integer in `min..=max`.
+pub fn integer(raw: &RawValue, param: &str, min: i64, max: i64) -> Result<i64, ApiError> {
+    let n: i64 =
+        serde_json::from_str(raw.get()).map_err(|_| wrong_type(param, "an integer", raw))?;
+    if n < min {
+        return Err(out_of_range(param, &format!(">= {min}"), n));
+    }
+    if n > max {
+        return Err(out_of_range(param, &format!("<= {max}"), n));
+    }
+    Ok(n)
+}
+
+/// A number in `min..=max`.
+pub fn number(raw: &RawValue, param: &str, min: f64, max: f64) -> Result<f64, ApiError> {
+    if kind(raw) != "a number" {
+        return Err(wrong_type(param, "a number", raw));
+    }
+    let n: f64 = serde_json::from_str(raw.get()).map_err(|_| wrong_type(param, "a number", raw))?;
+    if !(min..=max).contains(&n) {
+        return Err(out_of_range(param, &format!("between {min} and {max}"), n));
+    }
+    Ok(n)
+}
+
+/// A boolean.
+pub fn boolean(raw: &RawValue, param: &str) -> Result<bool, ApiError> {
+    serde_json::from_str(raw.get()).map_err(|_| wrong_type(param, "a boolean", raw))
+}
+
+/// The members of an array.
+pub fn array<'a>(raw: &'a RawValue, param: &str) -> Result<Vec<&'a RawValue>, ApiError> {
+    if !raw.get().starts_with('[') {
+        return Err(wrong_type(param, "an array", raw));
+    }
+    serde_json::from_str(raw.get()).map_err(|_| wrong_type(param, "an array", raw))
+}
+
+/// Checks that a value is an object and reads it as `T`.
+pub fn object<'a, T: serde::Deserialize<'a>>(
+    raw: &'a RawValue,
+    param: &str,
+) -> Result<T, ApiError> {
+    if !raw.get().starts_with('{') {
+        return Err(wrong_type(param, "an object", raw));
+    }
+    serde_json::from_str(raw.get()).map_err(|e| {
+        let message = format!("Invalid '{param}': {e}.");
+        ApiError::invalid(message, Some(param), "invalid_value")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> &RawValue {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn depth_counts_only_structure() {
+        assert!(check_depth(br#"{"a":[[1]]}"#, 3).is_ok());
+        assert_eq!(
+            check_depth(br#"{"a":[[[1]]]}"#, 3).unwrap_err().code,
+            Some("json_too_deep")
+        );
+        // Brackets inside strings, including after escaped quotes, do not count.
+        assert!(check_depth(br#"{"a":"[[[[\"[[[["}"#, 1).is_ok());
+        assert!(check_depth(&b"[".repeat(100_000), 64).is_err());
+    }
+
+    #[test]
+    fn readers_name_the_param() {
+        let e = integer(raw(r#""2""#), "n", 1, 128).unwrap_err();
+        assert_eq!(
+            (e.param.as_deref(), e.code),
+            (Some("n"), Some("invalid_type"))
+        );
+        assert!(e.message.contains("got a string"), "{}", e.message);
+        let e = integer(raw("200"), "n", 1, 128).unwrap_err();
+        assert_eq!(e.code, Some("invalid_value"));
+        assert!(integer(raw("2.5"), "n", 1, 128).is_err());
+        assert_eq!(integer(raw("7"), "n", 1, 128).unwrap(), 7);
+        assert_eq!(number(raw("1.5"), "t", 0.0, 2.0).unwrap(), 1.5);
+        assert!(number(raw("true"), "t", 0.0, 2.0).is_err());
+        assert!(number(raw("2.01"), "t", 0.0, 2.0).is_err());
+        assert!(boolean(raw("1"), "stream").is_err());
+        assert!(array(raw("{}"), "messages").is_err());
+        assert_eq!(array(raw("[1, {}]"), "m").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        assert!(matches!(
+            string(raw(r#""plain""#), "s").unwrap(),
+            Cow::Borrowed("plain")
+        ));
+        assert_eq!(string(raw(r#""a\nb""#), "s").unwrap(), "a\nb");
+        assert!(string(raw("5"), "s").is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! Binding, the accept loop, and the one place coroutines are spawned.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use may::coroutine::JoinHandle;
+use may::net::TcpListener;
+
+use crate::http::{conn, Handler, Limits};
+
+/// Applies runtime settings; must run before the first coroutine is spawned.
+pub fn configure_runtime(workers: usize, stack_size: usize) {
+    may::config()
+        .set_workers(workers)
+        .set_stack_size(stack_size);
+}
+
+/// Binds the listening socket.
+pub fn bind(addr: &str) -> io::Result<TcpListener> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad address"))?;
+    TcpListener::bind(addr)
+}
+
+/// Accepts connections forever, one coroutine each. Returns the accept loop's handle.
+pub fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+) -> io::Result<JoinHandle<()>> {
+    let limits = Arc::new(limits);
+    spawn("accept", move || {
+        for stream in listener.incoming() {
+            match stream {
+                Ok(stream) => {
+                    let handler = Arc::clone(&handler);
+                    let limits = Arc::clone(&limits);
+                    // A failed spawn (out of memory for stacks) drops this connection, not the server.
+                    let _ = spawn("conn", move || {
+                        conn::serve(stream, handler.as_ref(), &limits)
+                    });
+                }
+                // EMFILE and friends: back off briefly instead of spinning on a full descriptor table.
+                Err(_) => may::coroutine::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    })
+}
+
+/// Spawns a named coroutine with the configured stack size.
+#[allow(unsafe_code)]
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> io::Result<JoinHandle<()>> {
+    let builder = may::coroutine::Builder::new().name(name.to_string());
+    // SAFETY: may marks spawning unsafe because a coroutine must not hold thread-local references across a
+    // yield nor block its worker thread. Connection coroutines use no thread-locals and do all I/O and
+    // waiting through may's own net, sync and sleep, never blocking std calls.
+    unsafe { builder.spawn(f) }
+}
