@@ -75,3 +75,55 @@ impl<'a> SseWriter<'a> {
         wbuf.extend_from_slice(b"\r\n");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Runs `produce` against a real loopback socket and returns the raw bytes the peer received.
+    fn wire(chunked: bool, produce: impl FnOnce(&mut SseWriter<'_>)) -> Vec<u8> {
+        let listener = may::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut out = Output::new(server);
+        let mut sse = SseWriter::new(&mut out, chunked);
+        produce(&mut sse);
+        sse.finish().unwrap();
+        drop(out);
+        let mut bytes = Vec::new();
+        client.read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn events_ready_together_share_one_chunk() {
+        let bytes = wire(true, |sse| {
+            sse.event(|o| o.extend_from_slice(b"{\"a\":1}")).unwrap();
+            sse.event(|o| o.extend_from_slice(b"[DONE]")).unwrap();
+        });
+        let body = "data: {\"a\":1}\n\ndata: [DONE]\n\n";
+        let expected = format!("{:08x}\r\n{body}\r\n0\r\n\r\n", body.len());
+        assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+    }
+
+    #[test]
+    fn each_flush_closes_a_chunk() {
+        let bytes = wire(true, |sse| {
+            sse.event(|o| o.push(b'1')).unwrap();
+            sse.flush().unwrap();
+            sse.event(|o| o.push(b'2')).unwrap();
+        });
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "00000009\r\ndata: 1\n\n\r\n00000009\r\ndata: 2\n\n\r\n0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn unchunked_for_http10() {
+        let bytes = wire(false, |sse| sse.event(|o| o.push(b'x')).unwrap());
+        assert_eq!(bytes, b"data: x\n\n");
+    }
+}

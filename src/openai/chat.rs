@@ -3,6 +3,7 @@
 //! ignored, as OpenAI does.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -159,6 +160,44 @@ struct RawTyped<'a> {
     kind: Option<&'a RawValue>,
 }
 
+/// A field path such as `messages[3].content[1].text`, formatted only when an error needs it, so a valid
+/// request allocates no parameter names.
+#[derive(Debug, Clone, Copy)]
+struct At<'a> {
+    list: &'static str,
+    index: usize,
+    field: &'a str,
+    part: Option<(usize, &'a str)>,
+}
+
+impl<'a> At<'a> {
+    fn item(list: &'static str, index: usize, field: &'a str) -> Self {
+        At {
+            list,
+            index,
+            field,
+            part: None,
+        }
+    }
+
+    fn part(self, index: usize, field: &'a str) -> Self {
+        At {
+            part: Some((index, field)),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]{}", self.list, self.index, self.field)?;
+        if let Some((index, field)) = self.part {
+            write!(f, "[{index}]{field}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Parses and validates a request body (already checked to be within the size limit).
 pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| {
@@ -288,7 +327,7 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError>
     )?;
     if let Some(modalities) = raw.modalities {
         for (i, m) in array(modalities, "modalities")?.into_iter().enumerate() {
-            string(m, &format!("modalities[{i}]"))?;
+            string(m, At::item("modalities", i, ""))?;
         }
     }
     Ok(ChatRequest {
@@ -303,10 +342,11 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError>
     })
 }
 
-fn missing(param: &str) -> ApiError {
+fn missing(param: impl fmt::Display) -> ApiError {
+    let param = param.to_string();
     ApiError::invalid(
         format!("Missing required parameter: '{param}'."),
-        Some(param),
+        Some(&param),
         "missing_required_parameter",
     )
 }
@@ -345,7 +385,7 @@ fn parse_stop(raw: &RawValue) -> Result<Vec<Cow<'_, str>>, ApiError> {
     }
     let mut stop = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let s = string(item, &format!("stop[{i}]"))?;
+        let s = string(item, At::item("stop", i, ""))?;
         if !s.is_empty() {
             stop.push(s);
         }
@@ -364,10 +404,10 @@ fn parse_messages(raw: &RawValue) -> Result<Vec<Message<'_>>, ApiError> {
     }
     let mut messages = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let param = |field: &str| format!("messages[{i}]{field}");
-        let message: RawMessage<'_> = object(item, &param(""))?;
-        let role = message.role.ok_or_else(|| missing(&param(".role")))?;
-        let role = match &*string(role, &param(".role"))? {
+        let param = |field: &'static str| At::item("messages", i, field);
+        let message: RawMessage<'_> = object(item, param(""))?;
+        let role = message.role.ok_or_else(|| missing(param(".role")))?;
+        let role = match &*string(role, param(".role"))? {
             "system" => Role::System,
             "developer" => Role::Developer,
             "user" => Role::User,
@@ -377,27 +417,27 @@ fn parse_messages(raw: &RawValue) -> Result<Vec<Message<'_>>, ApiError> {
             other => {
                 let rule = "one of system, developer, user, assistant, tool, function";
                 return Err(json::out_of_range(
-                    &param(".role"),
+                    param(".role"),
                     rule,
                     format!("'{other}'"),
                 ));
             }
         };
         let text = match message.content {
-            Some(content) => parse_content(content, role, &param(".content"))?,
+            Some(content) => parse_content(content, role, param(".content"))?,
             // An assistant turn may carry only tool calls; every other role must say something.
             None if role == Role::Assistant => None,
-            None => return Err(missing(&param(".content"))),
+            None => return Err(missing(param(".content"))),
         };
         if let Some(name) = message.name {
-            string(name, &param(".name"))?;
+            string(name, param(".name"))?;
         }
         if let Some(calls) = message.tool_calls {
-            array(calls, &param(".tool_calls"))?;
+            array(calls, param(".tool_calls"))?;
         }
         match message.tool_call_id {
-            Some(id) => drop(string(id, &param(".tool_call_id"))?),
-            None if role == Role::Tool => return Err(missing(&param(".tool_call_id"))),
+            Some(id) => drop(string(id, param(".tool_call_id"))?),
+            None if role == Role::Tool => return Err(missing(param(".tool_call_id"))),
             None => {}
         }
         messages.push(Message { role, text });
@@ -408,7 +448,7 @@ fn parse_messages(raw: &RawValue) -> Result<Vec<Message<'_>>, ApiError> {
 fn parse_content<'a>(
     raw: &'a RawValue,
     role: Role,
-    param: &str,
+    param: At<'_>,
 ) -> Result<Option<Cow<'a, str>>, ApiError> {
     if raw.get() == "null" {
         return if matches!(role, Role::Assistant | Role::Function) {
@@ -423,21 +463,16 @@ fn parse_content<'a>(
     let parts = array(raw, param)?;
     let mut text: Option<Cow<'a, str>> = None;
     for (i, part) in parts.into_iter().enumerate() {
-        let part_param = format!("{param}[{i}]");
-        let part: RawPart<'_> = object(part, &part_param)?;
-        let kind = part
-            .kind
-            .ok_or_else(|| missing(&format!("{part_param}.type")))?;
-        let kind = string(kind, &format!("{part_param}.type"))?;
+        let part: RawPart<'_> = object(part, param.part(i, ""))?;
+        let kind = part.kind.ok_or_else(|| missing(param.part(i, ".type")))?;
+        let kind = string(kind, param.part(i, ".type"))?;
         if kind != "text" && kind != "refusal" {
             // Images, audio and files are accepted; the echo model has nothing to say about them.
             continue;
         }
-        let field = if kind == "text" { "text" } else { "refusal" };
-        let piece = part
-            .text
-            .ok_or_else(|| missing(&format!("{part_param}.{field}")))?;
-        let piece = string(piece, &format!("{part_param}.{field}"))?;
+        let field = if kind == "text" { ".text" } else { ".refusal" };
+        let piece = part.text.ok_or_else(|| missing(param.part(i, field)))?;
+        let piece = string(piece, param.part(i, field))?;
         text = Some(match text {
             None => piece,
             Some(joined) => Cow::Owned(format!("{joined}\n{piece}")),
@@ -449,11 +484,11 @@ fn parse_content<'a>(
 fn check_tools(tools: Option<&RawValue>, choice: Option<&RawValue>) -> Result<(), ApiError> {
     if let Some(tools) = tools {
         for (i, tool) in array(tools, "tools")?.into_iter().enumerate() {
-            let tool: RawTyped<'_> = object(tool, &format!("tools[{i}]"))?;
+            let tool: RawTyped<'_> = object(tool, At::item("tools", i, ""))?;
             let kind = tool
                 .kind
-                .ok_or_else(|| missing(&format!("tools[{i}].type")))?;
-            string(kind, &format!("tools[{i}].type"))?;
+                .ok_or_else(|| missing(At::item("tools", i, ".type")))?;
+            string(kind, At::item("tools", i, ".type"))?;
         }
     }
     if let Some(choice) = choice {

@@ -3,6 +3,7 @@
 //! fault when the type or range is wrong.
 
 use std::borrow::Cow;
+use std::fmt::Display;
 
 use serde_json::value::RawValue;
 
@@ -54,23 +55,26 @@ pub fn kind(raw: &RawValue) -> &'static str {
     }
 }
 
-fn wrong_type(param: &str, expected: &str, raw: &RawValue) -> ApiError {
+fn wrong_type(param: impl Display, expected: &str, raw: &RawValue) -> ApiError {
+    let param = param.to_string();
     let message = format!(
         "Invalid type for '{param}': expected {expected}, but got {} instead.",
         kind(raw)
     );
-    ApiError::invalid(message, Some(param), "invalid_type")
+    ApiError::invalid(message, Some(&param), "invalid_type")
 }
 
 /// A range error in OpenAI's wording.
-pub fn out_of_range(param: &str, rule: &str, got: impl std::fmt::Display) -> ApiError {
+pub fn out_of_range(param: impl Display, rule: &str, got: impl Display) -> ApiError {
+    let param = param.to_string();
     let message =
         format!("Invalid value for '{param}': expected a value {rule}, but got {got} instead.");
-    ApiError::invalid(message, Some(param), "invalid_value")
+    ApiError::invalid(message, Some(&param), "invalid_value")
 }
 
-/// A string, borrowed when it has no escapes.
-pub fn string<'a>(raw: &'a RawValue, param: &str) -> Result<Cow<'a, str>, ApiError> {
+/// A string, borrowed when it has no escapes. `param` (here and below) is only formatted on error, so
+/// callers pass `format_args!` paths without allocating on success.
+pub fn string<'a>(raw: &'a RawValue, param: impl Display + Copy) -> Result<Cow<'a, str>, ApiError> {
     if !raw.get().starts_with('"') {
         return Err(wrong_type(param, "a string", raw));
     }
@@ -83,7 +87,12 @@ pub fn string<'a>(raw: &'a RawValue, param: &str) -> Result<Cow<'a, str>, ApiErr
 }
 
 /// An integer in `min..=max`.
-pub fn integer(raw: &RawValue, param: &str, min: i64, max: i64) -> Result<i64, ApiError> {
+pub fn integer(
+    raw: &RawValue,
+    param: impl Display + Copy,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
     let n: i64 =
         serde_json::from_str(raw.get()).map_err(|_| wrong_type(param, "an integer", raw))?;
     if n < min {
@@ -96,7 +105,12 @@ pub fn integer(raw: &RawValue, param: &str, min: i64, max: i64) -> Result<i64, A
 }
 
 /// A number in `min..=max`.
-pub fn number(raw: &RawValue, param: &str, min: f64, max: f64) -> Result<f64, ApiError> {
+pub fn number(
+    raw: &RawValue,
+    param: impl Display + Copy,
+    min: f64,
+    max: f64,
+) -> Result<f64, ApiError> {
     if kind(raw) != "a number" {
         return Err(wrong_type(param, "a number", raw));
     }
@@ -108,12 +122,12 @@ pub fn number(raw: &RawValue, param: &str, min: f64, max: f64) -> Result<f64, Ap
 }
 
 /// A boolean.
-pub fn boolean(raw: &RawValue, param: &str) -> Result<bool, ApiError> {
+pub fn boolean(raw: &RawValue, param: impl Display + Copy) -> Result<bool, ApiError> {
     serde_json::from_str(raw.get()).map_err(|_| wrong_type(param, "a boolean", raw))
 }
 
 /// The members of an array.
-pub fn array<'a>(raw: &'a RawValue, param: &str) -> Result<Vec<&'a RawValue>, ApiError> {
+pub fn array(raw: &RawValue, param: impl Display + Copy) -> Result<Vec<&RawValue>, ApiError> {
     if !raw.get().starts_with('[') {
         return Err(wrong_type(param, "an array", raw));
     }
@@ -123,14 +137,15 @@ pub fn array<'a>(raw: &'a RawValue, param: &str) -> Result<Vec<&'a RawValue>, Ap
 /// Checks that a value is an object and reads it as `T`.
 pub fn object<'a, T: serde::Deserialize<'a>>(
     raw: &'a RawValue,
-    param: &str,
+    param: impl Display + Copy,
 ) -> Result<T, ApiError> {
     if !raw.get().starts_with('{') {
         return Err(wrong_type(param, "an object", raw));
     }
     serde_json::from_str(raw.get()).map_err(|e| {
+        let param = param.to_string();
         let message = format!("Invalid '{param}': {e}.");
-        ApiError::invalid(message, Some(param), "invalid_value")
+        ApiError::invalid(message, Some(&param), "invalid_value")
     })
 }
 

@@ -1,0 +1,294 @@
+//! `standin-load` flags: parsed by hand into one validated [`Options`].
+
+use std::time::Duration;
+
+use crate::workload::{Arrival, BodySpec, Prompts};
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Base URL of server A, e.g. `http://127.0.0.1:8000`.
+    pub url: String,
+    /// Base URL of server B for `--compare`.
+    pub compare: Option<String>,
+    /// Closed loop: this many virtual users.
+    pub concurrency: Option<usize>,
+    /// Open loop: requests per second.
+    pub rate: Option<f64>,
+    /// Open-loop arrival process.
+    pub arrival: Arrival,
+    /// Open loop: at most this many in flight.
+    pub max_concurrency: Option<usize>,
+    /// Measured run length.
+    pub duration: Option<Duration>,
+    /// Measured request count.
+    pub requests: Option<usize>,
+    /// Warm-up before measuring.
+    pub warmup: Duration,
+    /// Seed for schedule and prompts.
+    pub seed: u64,
+    /// Request body settings.
+    pub body: BodySpec,
+    /// Prompt source.
+    pub prompts: Prompts,
+    /// Bearer key.
+    pub api_key: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Write the JSON report here.
+    pub json: Option<String>,
+    /// Write the SVG report here.
+    pub svg: Option<String>,
+    /// Spread connections over this many source addresses 127.0.0.1..N (0 = let the kernel choose).
+    pub sources: u8,
+    /// may worker threads.
+    pub workers: usize,
+    /// No progress line.
+    pub quiet: bool,
+}
+
+/// `--help` text.
+pub const HELP: &str = "standin-load: load-test any OpenAI-compatible server
+
+USAGE: standin-load [FLAGS]
+
+  --url BASE              server to test [default: http://127.0.0.1:8000] (the /v1/... path is added)
+  --compare BASE          also send the same seeded work to this server, interleaved; report B/A ratios
+  --concurrency N         closed loop with N virtual users [default: 64 unless --rate]
+  --rate R                open loop, R requests/s
+  --arrival KIND          poisson | constant | gamma [default: poisson]
+  --burstiness K          gamma shape (1 = poisson, <1 burstier) [default: 1]
+  --max-concurrency N     open loop: cap on requests in flight
+  --duration SECS         measured duration [default: 10 unless --requests]
+  --requests N            measured request count
+  --warmup SECS           warm-up excluded from results [default: 1]
+  --seed S                seed for schedule and prompts [default: 0]
+  --endpoint KIND         chat | completions [default: chat]
+  --model NAME            [default: mock-gpt-model]
+  --stream                stream (always with stream_options.include_usage)
+  --max-tokens N          max_tokens of every request
+  --prompt TEXT           fixed prompt [default: Hello]
+  --prompt-words MIN:MAX  random words, count drawn from MIN..=MAX
+  --prompt-file FILE      JSONL file of whole request bodies, used in turn
+  --api-key KEY           bearer key
+  --timeout SECS          per-request timeout [default: 60]
+  --json FILE             write the report as JSON (vLLM bench serve field names plus ours)
+  --svg FILE              write latency distributions and a throughput timeline as SVG
+  --sources N             spread connections over 127.0.0.1..127.0.0.N [default: 0 = kernel's choice]
+  --workers N             harness threads [default: cores]
+  --quiet                 no progress line
+";
+
+/// Parses argv (without the program name). `Ok(None)` means `--help` was asked for.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut o = Options {
+        url: "http://127.0.0.1:8000".into(),
+        compare: None,
+        concurrency: None,
+        rate: None,
+        arrival: Arrival::Poisson,
+        max_concurrency: None,
+        duration: None,
+        requests: None,
+        warmup: Duration::from_secs(1),
+        seed: 0,
+        body: BodySpec {
+            chat: true,
+            model: "mock-gpt-model".into(),
+            stream: false,
+            max_tokens: None,
+        },
+        prompts: Prompts::Fixed("Hello".into()),
+        api_key: None,
+        timeout: Duration::from_secs(60),
+        json: None,
+        svg: None,
+        sources: 0,
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        quiet: false,
+    };
+    let mut arrival = "poisson".to_string();
+    let mut burstiness = 1.0;
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--stream" => o.body.stream = true,
+            "--quiet" => o.quiet = true,
+            "--url" => o.url = value(&flag)?,
+            "--compare" => o.compare = Some(value(&flag)?),
+            "--concurrency" => o.concurrency = Some(num(&flag, &value(&flag)?)?),
+            "--rate" => o.rate = Some(num(&flag, &value(&flag)?)?),
+            "--arrival" => arrival = value(&flag)?,
+            "--burstiness" => burstiness = num(&flag, &value(&flag)?)?,
+            "--max-concurrency" => o.max_concurrency = Some(num(&flag, &value(&flag)?)?),
+            "--duration" => o.duration = Some(Duration::from_secs_f64(num(&flag, &value(&flag)?)?)),
+            "--requests" => o.requests = Some(num(&flag, &value(&flag)?)?),
+            "--warmup" => o.warmup = Duration::from_secs_f64(num(&flag, &value(&flag)?)?),
+            "--seed" => o.seed = num(&flag, &value(&flag)?)?,
+            "--endpoint" => {
+                o.body.chat = match value(&flag)?.as_str() {
+                    "chat" => true,
+                    "completions" => false,
+                    other => return Err(format!("--endpoint: chat or completions, not {other}")),
+                }
+            }
+            "--model" => o.body.model = value(&flag)?,
+            "--max-tokens" => o.body.max_tokens = Some(num(&flag, &value(&flag)?)?),
+            "--prompt" => o.prompts = Prompts::Fixed(value(&flag)?),
+            "--prompt-words" => {
+                let v = value(&flag)?;
+                let (min, max) = v.split_once(':').unwrap_or((&v, &v));
+                let (min, max) = (num(&flag, min)?, num(&flag, max)?);
+                if min > max || max == 0 {
+                    return Err("--prompt-words wants MIN:MAX with 0 < MAX and MIN <= MAX".into());
+                }
+                o.prompts = Prompts::Words { min, max };
+            }
+            "--prompt-file" => {
+                let path = value(&flag)?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("--prompt-file {path}: {e}"))?;
+                let bodies: Vec<String> = text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect();
+                for (i, line) in bodies.iter().enumerate() {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .map_err(|e| format!("--prompt-file {path}: line {}: {e}", i + 1))?;
+                }
+                if bodies.is_empty() {
+                    return Err(format!("--prompt-file {path} has no bodies"));
+                }
+                o.prompts = Prompts::Bodies(bodies);
+            }
+            "--api-key" => o.api_key = Some(value(&flag)?),
+            "--timeout" => o.timeout = Duration::from_secs_f64(num(&flag, &value(&flag)?)?),
+            "--json" => o.json = Some(value(&flag)?),
+            "--svg" => o.svg = Some(value(&flag)?),
+            "--sources" => o.sources = num(&flag, &value(&flag)?)?,
+            "--workers" => o.workers = num(&flag, &value(&flag)?)?,
+            other => return Err(format!("unknown flag {other} (see --help)")),
+        }
+    }
+    o.arrival = match arrival.as_str() {
+        "poisson" => Arrival::Poisson,
+        "constant" => Arrival::Constant,
+        "gamma" if burstiness > 0.0 => Arrival::Gamma(burstiness),
+        "gamma" => return Err("--burstiness must be positive".into()),
+        other => {
+            return Err(format!(
+                "--arrival: poisson, constant or gamma, not {other}"
+            ))
+        }
+    };
+    if o.rate.is_some() && o.concurrency.is_some() {
+        return Err("--rate (open loop) and --concurrency (closed loop) exclude each other".into());
+    }
+    if o.rate.is_some_and(|r| r <= 0.0) || o.concurrency == Some(0) || o.workers == 0 {
+        return Err("--rate, --concurrency and --workers must be positive".into());
+    }
+    if o.rate.is_none() && o.concurrency.is_none() {
+        o.concurrency = Some(64);
+    }
+    if o.duration.is_none() && o.requests.is_none() {
+        o.duration = Some(Duration::from_secs(10));
+    }
+    Ok(Some(o))
+}
+
+fn num<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{flag}: not a valid number: {value}"))
+}
+
+/// Splits `http://host:port[/prefix]` into the socket address, the Host header, and a path prefix.
+pub fn split_url(url: &str) -> Result<(std::net::SocketAddr, String, String), String> {
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let (host, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let with_port = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    let prefix = prefix.trim_end_matches('/');
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("/{prefix}")
+    };
+    Ok((addr, host.to_string(), prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Result<Options, String> {
+        parse(args.iter().map(|s| s.to_string())).map(|o| o.expect("not help"))
+    }
+
+    #[test]
+    fn defaults_are_closed_loop_for_ten_seconds() {
+        let o = opts(&[]).unwrap();
+        assert_eq!(
+            (o.concurrency, o.duration),
+            (Some(64), Some(Duration::from_secs(10)))
+        );
+    }
+
+    #[test]
+    fn open_loop_flags() {
+        let o = opts(&[
+            "--rate",
+            "50",
+            "--arrival",
+            "gamma",
+            "--burstiness",
+            "0.5",
+            "--requests",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.rate, o.arrival, o.requests, o.concurrency),
+            (Some(50.0), Arrival::Gamma(0.5), Some(100), None)
+        );
+        assert!(opts(&["--rate", "5", "--concurrency", "3"]).is_err());
+        assert!(opts(&["--arrival", "weird"]).is_err());
+    }
+
+    #[test]
+    fn prompt_words_and_errors() {
+        assert!(matches!(
+            opts(&["--prompt-words", "3:9"]).unwrap().prompts,
+            Prompts::Words { min: 3, max: 9 }
+        ));
+        assert!(opts(&["--prompt-words", "9:3"]).is_err());
+        assert!(opts(&["--bogus"]).is_err());
+        assert!(opts(&["--url"]).is_err());
+    }
+
+    #[test]
+    fn url_parts() {
+        let (addr, host, prefix) = split_url("http://127.0.0.1:8000").unwrap();
+        assert_eq!(
+            (addr.port(), host.as_str(), prefix.as_str()),
+            (8000, "127.0.0.1:8000", "")
+        );
+        assert_eq!(split_url("http://127.0.0.1:9/api/").unwrap().2, "/api");
+        assert!(split_url("https://x").is_err());
+    }
+}

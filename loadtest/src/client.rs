@@ -1,0 +1,349 @@
+//! A minimal HTTP/1.1 + SSE client on `may::net`: one request at a time per connection, keep-alive reuse,
+//! and a timestamp for every milestone of the response (head, first byte, each event, `[DONE]`).
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use may::net::TcpStream;
+use serde::Deserialize;
+
+use crate::record::{Failure, Record};
+use crate::sse::{drain_events, parse_head, BodyDecoder, Framing, Head, Progress};
+
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// `Host` header value.
+    pub host: String,
+}
+
+/// One kept-alive connection and its reused buffers.
+pub struct Connection {
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    body: Vec<u8>,
+    events: Vec<u8>,
+    /// Served at least one response: a failed write may just mean the server closed an idle connection.
+    reused: bool,
+}
+
+/// Opens a connection, optionally from a given local address (to spread ports over 127.0.0.x).
+pub fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> io::Result<Connection> {
+    let stream = match source {
+        None => TcpStream::connect_timeout(&addr, timeout)?,
+        Some(ip) => connect_from(addr, ip)?,
+    };
+    stream.set_nodelay(true)?;
+    Ok(Connection {
+        stream,
+        rbuf: Vec::with_capacity(READ_SIZE),
+        body: Vec::new(),
+        events: Vec::new(),
+        reused: false,
+    })
+}
+
+#[allow(unsafe_code)]
+fn connect_from(addr: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let fd = socket.into_raw_fd();
+    // SAFETY: `fd` is a socket this function just created and owns; ownership moves into the stream.
+    // The connect may still be in progress: the first write waits for writability, which is completion.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+#[derive(Deserialize)]
+struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoiceView<'a>>>,
+    #[serde(default)]
+    usage: Option<UsageView>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+    #[serde(borrow, default)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<DeltaView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct UsageView {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// Sends `request` (a whole HTTP request) on `conn` and measures the answer into `rec`.
+/// Returns whether the connection may be reused.
+pub fn exchange(
+    conn: &mut Connection,
+    request: &[u8],
+    clock: Instant,
+    timeout: Duration,
+    rec: &mut Record,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    let _ = conn.stream.set_read_timeout(Some(timeout));
+    let _ = conn.stream.set_write_timeout(Some(timeout));
+    rec.sent = clock.elapsed();
+    if let Err(e) = conn.stream.write_all(request) {
+        rec.failure = Some(if conn.reused {
+            Failure::Io
+        } else {
+            classify_connect(&e)
+        });
+        rec.end = clock.elapsed();
+        return false;
+    }
+    conn.rbuf.clear();
+    conn.body.clear();
+    conn.events.clear();
+    let result = read_response(conn, clock, deadline, rec);
+    rec.end = clock.elapsed();
+    match result {
+        Ok(keep) => {
+            conn.reused = true;
+            keep
+        }
+        Err(failure) => {
+            rec.failure = Some(failure);
+            false
+        }
+    }
+}
+
+fn classify_connect(e: &io::Error) -> Failure {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotConnected => Failure::Connect,
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout,
+        _ => Failure::Io,
+    }
+}
+
+fn read_more(conn: &mut Connection, deadline: Instant) -> Result<usize, Failure> {
+    if Instant::now() >= deadline {
+        return Err(Failure::Timeout);
+    }
+    let len = conn.rbuf.len();
+    conn.rbuf.resize(len + READ_SIZE, 0);
+    let result = conn.stream.read(&mut conn.rbuf[len..]);
+    let n = *result.as_ref().unwrap_or(&0);
+    conn.rbuf.truncate(len + n);
+    match result {
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Err(Failure::Timeout)
+        }
+        Err(_) => Err(Failure::Io),
+    }
+}
+
+/// Reads one response; returns keep-alive.
+fn read_response(
+    conn: &mut Connection,
+    clock: Instant,
+    deadline: Instant,
+    rec: &mut Record,
+) -> Result<bool, Failure> {
+    let head: Head = loop {
+        if let Some(head) = parse_head(&conn.rbuf).map_err(|_| Failure::MalformedHttp)? {
+            break head;
+        }
+        if read_more(conn, deadline)? == 0 {
+            return Err(if conn.reused && conn.rbuf.is_empty() {
+                Failure::Io
+            } else {
+                Failure::MalformedHttp
+            });
+        }
+    };
+    rec.head = Some(clock.elapsed());
+    rec.bytes += head.len as u64;
+    conn.rbuf.drain(..head.len);
+    let mut decoder = BodyDecoder::new(head.framing);
+    let mut stream_state = StreamState::default();
+    let empty_body = head.framing == Framing::Length(0);
+    loop {
+        if empty_body {
+            break;
+        }
+        if !conn.rbuf.is_empty() {
+            rec.first_byte.get_or_insert_with(|| clock.elapsed());
+            let before = conn.body.len();
+            let progress = decoder
+                .feed(&conn.rbuf, &mut conn.body)
+                .map_err(|_| Failure::MalformedHttp)?;
+            let used = match progress {
+                Progress::More(n) | Progress::Done(n) => n,
+            };
+            rec.bytes += used as u64;
+            // Unused bytes are a partial chunk line: kept and fed again with the next read.
+            conn.rbuf.drain(..used);
+            if head.event_stream && head.status == 200 {
+                conn.events.extend_from_slice(&conn.body[before..]);
+                conn.body.clear();
+                let now = clock.elapsed();
+                let mut events = 0u32;
+                drain_events(&mut conn.events, |data| {
+                    events += 1;
+                    stream_state.on_event(data, now, rec);
+                });
+                rec.coalesced_events += events.saturating_sub(1);
+            }
+            if let Progress::Done(_) = progress {
+                break;
+            }
+        }
+        match read_more(conn, deadline)? {
+            0 if head.framing == Framing::Close => break,
+            0 => return Err(Failure::Io),
+            _ => {}
+        }
+    }
+    if head.status != 200 {
+        return Err(Failure::Status(head.status));
+    }
+    if head.event_stream {
+        stream_state.finish(rec)?;
+    } else {
+        finish_json(&conn.body, clock.elapsed(), rec)?;
+    }
+    Ok(!head.close && head.framing != Framing::Close)
+}
+
+#[derive(Default)]
+struct StreamState {
+    failure: Option<Failure>,
+    usage_tokens: Option<u64>,
+    after_done: bool,
+}
+
+impl StreamState {
+    fn on_event(&mut self, data: &[u8], now: Duration, rec: &mut Record) {
+        if self.failure.is_some() {
+            return;
+        }
+        if data == b"[DONE]" {
+            rec.done = Some(now);
+            return;
+        }
+        if rec.done.is_some() {
+            self.after_done = true;
+        }
+        let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(data) else {
+            self.failure = Some(Failure::MalformedSse);
+            return;
+        };
+        if chunk.error.is_some() {
+            self.failure = Some(Failure::StreamError);
+            return;
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage_tokens = Some(usage.completion_tokens);
+            rec.prompt_tokens = usage.prompt_tokens;
+        }
+        let Some(choices) = chunk.choices.filter(|c| !c.is_empty()) else {
+            return;
+        };
+        rec.first_choice.get_or_insert(now);
+        let content = choices.iter().any(|c| {
+            let delta = c.delta.as_ref().and_then(|d| d.content.as_deref());
+            !delta.or(c.text.as_deref()).unwrap_or("").is_empty()
+        });
+        if content {
+            rec.first_content.get_or_insert(now);
+            rec.content_events.push(now);
+            rec.last_token = Some(now);
+        }
+    }
+
+    fn finish(self, rec: &mut Record) -> Result<(), Failure> {
+        if let Some(f) = self.failure {
+            return Err(f);
+        }
+        if self.after_done {
+            return Err(Failure::MalformedSse);
+        }
+        if rec.content_events.is_empty() {
+            return Err(Failure::NoContent);
+        }
+        if rec.done.is_none() {
+            return Err(Failure::NoDone);
+        }
+        let events = rec.content_events.len() as u64;
+        match self.usage_tokens {
+            // One event may carry several tokens, never fewer than one.
+            Some(tokens) if tokens < events => return Err(Failure::UsageMismatch),
+            Some(tokens) => {
+                rec.output_tokens = tokens;
+                rec.usage_reported = true;
+            }
+            None => rec.output_tokens = events,
+        }
+        Ok(())
+    }
+}
+
+fn finish_json(body: &[u8], now: Duration, rec: &mut Record) -> Result<(), Failure> {
+    let chunk: ChunkView<'_> = serde_json::from_slice(body).map_err(|_| Failure::MalformedHttp)?;
+    if chunk.error.is_some() {
+        return Err(Failure::StreamError);
+    }
+    let choices = chunk.choices.unwrap_or_default();
+    let content = choices.iter().any(|c| {
+        let message = c.message.as_ref().and_then(|m| m.content.as_deref());
+        !message.or(c.text.as_deref()).unwrap_or("").is_empty()
+    });
+    if !content {
+        return Err(Failure::NoContent);
+    }
+    rec.first_choice = rec.first_byte;
+    rec.first_content = rec.first_byte;
+    rec.last_token = Some(now);
+    if let Some(usage) = chunk.usage {
+        rec.output_tokens = usage.completion_tokens;
+        rec.prompt_tokens = usage.prompt_tokens;
+        rec.usage_reported = true;
+    } else {
+        rec.output_tokens = 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Drives the load: closed loop (N virtual users, each on its own kept-alive connection) or open loop (a
+//! dispatcher that releases each request at its scheduled time, on pooled connections, optionally capped).
+//! With a second target, the same indices (so the same bodies and schedule) go to both, interleaved.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use may::sync::{Mutex, Semphore};
+
+use crate::cli::Options;
+use crate::client::{self, Connection, Target};
+use crate::record::{Failure, Record};
+use crate::workload::{self, Rng};
+
+/// What a run produced.
+pub struct Outcome {
+    /// Every request, warm-up included (flagged).
+    pub records: Vec<Record>,
+    /// From the end of warm-up to the end of the last request.
+    pub measured: Duration,
+    /// Most requests in flight at once.
+    pub peak_in_flight: usize,
+}
+
+/// One server under test.
+struct Server {
+    target: Target,
+    path: String,
+    pool: Mutex<Vec<Connection>>,
+}
+
+/// Live counters shared with the progress line.
+#[derive(Default)]
+pub struct Counters {
+    /// Requests finished (all targets, warm-up included).
+    pub done: AtomicUsize,
+    /// Requests in flight now.
+    pub in_flight: AtomicUsize,
+    /// Highest `in_flight` seen.
+    pub peak: AtomicUsize,
+    /// Requests that failed.
+    pub errors: AtomicUsize,
+    /// Set when the run is over.
+    pub finished: AtomicBool,
+}
+
+struct Run {
+    opts: Options,
+    servers: Vec<Server>,
+    counters: Arc<Counters>,
+    records: Mutex<Vec<Record>>,
+    clock: Instant,
+    warmup_end: Duration,
+    next_source: AtomicUsize,
+}
+
+/// Runs the load described by `opts`; `counters` feed the progress line.
+pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
+    let mut servers = Vec::new();
+    for url in std::iter::once(&opts.url).chain(opts.compare.as_ref()) {
+        let (addr, host, prefix) = crate::cli::split_url(url)?;
+        let endpoint = if opts.body.chat {
+            "/v1/chat/completions"
+        } else {
+            "/v1/completions"
+        };
+        servers.push(Server {
+            target: Target { addr, host },
+            path: format!("{prefix}{endpoint}"),
+            pool: Mutex::new(Vec::new()),
+        });
+    }
+    let run = Arc::new(Run {
+        opts: opts.clone(),
+        servers,
+        counters,
+        records: Mutex::new(Vec::new()),
+        clock: Instant::now(),
+        warmup_end: opts.warmup,
+        next_source: AtomicUsize::new(0),
+    });
+    if opts.rate.is_some() {
+        open_loop(&run);
+    } else {
+        closed_loop(&run);
+    }
+    run.counters.finished.store(true, Ordering::Release);
+    let records = std::mem::take(&mut *run.records.lock().map_err(|_| "record lock poisoned")?);
+    let last_end = records
+        .iter()
+        .filter(|r| !r.warmup)
+        .map(|r| r.end)
+        .max()
+        .unwrap_or(run.warmup_end);
+    let first_sent = records
+        .iter()
+        .filter(|r| !r.warmup)
+        .map(|r| r.sent)
+        .min()
+        .unwrap_or(run.warmup_end);
+    Ok(Outcome {
+        measured: last_end.saturating_sub(first_sent.min(run.warmup_end.max(first_sent))),
+        peak_in_flight: run.counters.peak.load(Ordering::Relaxed),
+        records,
+    })
+}
+
+impl Run {
+    fn request_bytes(&self, server: &Server, index: usize) -> Vec<u8> {
+        // Each index has its own generator, so bodies do not depend on which coroutine got there first.
+        let mut rng = Rng::new(self.opts.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let body = workload::body(&self.opts.body, &self.opts.prompts, index, &mut rng);
+        workload::http_request(
+            &server.path,
+            &server.target.host,
+            self.opts.api_key.as_deref(),
+            &body,
+        )
+    }
+
+    fn source(&self) -> Option<IpAddr> {
+        let n = self.opts.sources as usize;
+        (n > 0).then(|| {
+            let k = self.next_source.fetch_add(1, Ordering::Relaxed) % n;
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + k as u8))
+        })
+    }
+
+    /// One request on `conn` (opened if needed); returns the connection if it can be reused.
+    fn one(
+        &self,
+        target: u8,
+        index: usize,
+        intended: Duration,
+        conn: Option<Connection>,
+    ) -> Option<Connection> {
+        let server = &self.servers[target as usize];
+        let request = self.request_bytes(server, index);
+        let now = self.clock.elapsed();
+        let mut rec = Record {
+            target,
+            warmup: intended < self.warmup_end,
+            intended,
+            sent: now,
+            ..Record::default()
+        };
+        let c = &self.counters;
+        let in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        c.peak.fetch_max(in_flight, Ordering::Relaxed);
+        let mut conn = match conn {
+            Some(conn) => Some(conn),
+            None => match client::connect(server.target.addr, self.source(), self.opts.timeout) {
+                Ok(conn) => Some(conn),
+                Err(_) => {
+                    rec.failure = Some(Failure::Connect);
+                    rec.end = self.clock.elapsed();
+                    None
+                }
+            },
+        };
+        let mut keep = false;
+        if let Some(conn) = conn.as_mut() {
+            keep = client::exchange(conn, &request, self.clock, self.opts.timeout, &mut rec);
+        }
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        c.done.fetch_add(1, Ordering::Relaxed);
+        if rec.failure.is_some() {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut records) = self.records.lock() {
+            records.push(rec);
+        }
+        conn.filter(|_| keep)
+    }
+
+    fn measuring_over(&self, measured_started: usize) -> bool {
+        let now = self.clock.elapsed();
+        match (self.opts.requests, self.opts.duration) {
+            (Some(n), _) => measured_started >= n,
+            (None, Some(d)) => now >= self.warmup_end + d,
+            (None, None) => true,
+        }
+    }
+}
+
+fn closed_loop(run: &Arc<Run>) {
+    let users = run.opts.concurrency.unwrap_or(1);
+    let mut handles = Vec::new();
+    for target in 0..run.servers.len() as u8 {
+        let next = Arc::new(AtomicUsize::new(0));
+        let measured = Arc::new(AtomicUsize::new(0));
+        for _ in 0..users {
+            let (run, next, measured) = (Arc::clone(run), Arc::clone(&next), Arc::clone(&measured));
+            handles.push(spawn(move || {
+                let mut conn = None;
+                loop {
+                    let now = run.clock.elapsed();
+                    let warm = now < run.warmup_end;
+                    if !warm {
+                        let started = measured.fetch_add(1, Ordering::Relaxed);
+                        if run.measuring_over(started) {
+                            break;
+                        }
+                    }
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    conn = run.one(target, index, now, conn.take());
+                }
+            }));
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+fn open_loop(run: &Arc<Run>) {
+    let o = &run.opts;
+    let rate = o.rate.unwrap_or(1.0);
+    let count = match (o.requests, o.duration) {
+        (Some(n), _) => n + (rate * o.warmup.as_secs_f64()).ceil() as usize,
+        (None, Some(d)) => (rate * (o.warmup + d).as_secs_f64()).ceil() as usize,
+        (None, None) => 0,
+    };
+    let times = workload::schedule(rate, o.arrival, count, &mut Rng::new(o.seed));
+    let cap = o.max_concurrency.map(|n| Arc::new(Semphore::new(n)));
+    let mut handles = Vec::with_capacity(count * run.servers.len());
+    for (index, &at) in times.iter().enumerate() {
+        let wait = at.saturating_sub(run.clock.elapsed());
+        if !wait.is_zero() {
+            may::coroutine::sleep(wait);
+        }
+        for target in 0..run.servers.len() as u8 {
+            if let Some(cap) = &cap {
+                // Waiting here delays the send but not `intended`: the lag shows in the corrected figures.
+                cap.wait();
+            }
+            let (run, cap) = (Arc::clone(run), cap.clone());
+            handles.push(spawn(move || {
+                let server = &run.servers[target as usize];
+                let conn = server.pool.lock().ok().and_then(|mut p| p.pop());
+                if let Some(conn) = run.one(target, index, at, conn) {
+                    if let Ok(mut pool) = server.pool.lock() {
+                        pool.push(conn);
+                    }
+                }
+                if let Some(cap) = cap {
+                    cap.post();
+                }
+            }));
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+#[allow(unsafe_code)]
+fn spawn<F: FnOnce() + Send + 'static>(f: F) -> may::coroutine::JoinHandle<()> {
+    // SAFETY: harness coroutines use no thread-locals across yields and block only through may's own
+    // net, sync and sleep.
+    unsafe { may::coroutine::spawn(f) }
+}

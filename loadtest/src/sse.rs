@@ -1,0 +1,333 @@
+//! The response side of the client: HTTP/1.1 response heads (httparse), Content-Length and chunked bodies
+//! decoded incrementally, and server-sent events split out of the body as they complete. Pure byte
+//! handling, no sockets, so it can be tested and fuzzed alone.
+
+/// Outcome of feeding bytes to a [`BodyDecoder`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// More bytes are needed; the value is how many input bytes were used (the rest must be fed again).
+    More(usize),
+    /// The body is complete; the value is how many input bytes belonged to it.
+    Done(usize),
+}
+
+/// Malformed framing from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Malformed;
+
+/// A parsed response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Status code.
+    pub status: u16,
+    /// Head length in bytes.
+    pub len: usize,
+    /// Body framing.
+    pub framing: Framing,
+    /// The server will close after this response.
+    pub close: bool,
+    /// `Content-Type: text/event-stream`.
+    pub event_stream: bool,
+}
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length`.
+    Length(usize),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection closes.
+    Close,
+}
+
+/// Parses a response head; `Ok(None)` when incomplete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > 64 * 1024 {
+                Err(Malformed)
+            } else {
+                Ok(None)
+            }
+        }
+        Err(_) => return Err(Malformed),
+    };
+    let status = resp.code.ok_or(Malformed)?;
+    let mut framing = Framing::Close;
+    let mut close = resp.version == Some(0);
+    let mut event_stream = false;
+    for h in resp.headers.iter() {
+        let value = std::str::from_utf8(h.value).map_err(|_| Malformed)?.trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if framing != Framing::Chunked {
+                framing = Framing::Length(value.parse().map_err(|_| Malformed)?);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if value.eq_ignore_ascii_case("chunked") {
+                framing = Framing::Chunked;
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close |= value.eq_ignore_ascii_case("close");
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            event_stream = value.starts_with("text/event-stream");
+        }
+    }
+    // 1xx, 204 and 304 have no body.
+    if status < 200 || status == 204 || status == 304 {
+        framing = Framing::Length(0);
+    }
+    Ok(Some(Head {
+        status,
+        len,
+        framing,
+        close,
+        event_stream,
+    }))
+}
+
+/// Incremental body decoder: raw bytes in, body bytes out.
+#[derive(Debug)]
+pub struct BodyDecoder {
+    framing: Framing,
+    /// Bytes left in the current chunk (chunked) or the body (length).
+    left: usize,
+    state: ChunkState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data,
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+impl BodyDecoder {
+    /// A decoder for `framing`.
+    pub fn new(framing: Framing) -> Self {
+        let left = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        BodyDecoder {
+            framing,
+            left,
+            state: ChunkState::Size,
+        }
+    }
+
+    /// Decodes from `input`, appending body bytes to `out`.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, Malformed> {
+        match self.framing {
+            Framing::Close => {
+                out.extend_from_slice(input);
+                Ok(Progress::More(input.len()))
+            }
+            Framing::Length(_) => {
+                let take = self.left.min(input.len());
+                out.extend_from_slice(&input[..take]);
+                self.left -= take;
+                Ok(if self.left == 0 {
+                    Progress::Done(take)
+                } else {
+                    Progress::More(take)
+                })
+            }
+            Framing::Chunked => self.feed_chunked(input, out),
+        }
+    }
+
+    fn feed_chunked(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, Malformed> {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            match self.state {
+                ChunkState::Done => return Ok(Progress::Done(pos)),
+                ChunkState::Size | ChunkState::Trailer => {
+                    let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                        return if rest.len() > 4096 {
+                            Err(Malformed)
+                        } else {
+                            Ok(Progress::More(pos))
+                        };
+                    };
+                    let line = &rest[..end];
+                    pos += end + 2;
+                    if self.state == ChunkState::Trailer {
+                        if line.is_empty() {
+                            self.state = ChunkState::Done;
+                        }
+                        continue;
+                    }
+                    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+                    let digits = std::str::from_utf8(digits).map_err(|_| Malformed)?.trim();
+                    let size = usize::from_str_radix(digits, 16).map_err(|_| Malformed)?;
+                    self.left = size;
+                    self.state = if size == 0 {
+                        ChunkState::Trailer
+                    } else {
+                        ChunkState::Data
+                    };
+                }
+                ChunkState::Data => {
+                    if rest.is_empty() {
+                        return Ok(Progress::More(pos));
+                    }
+                    let take = self.left.min(rest.len());
+                    out.extend_from_slice(&rest[..take]);
+                    pos += take;
+                    self.left -= take;
+                    if self.left == 0 {
+                        self.state = ChunkState::DataEnd;
+                    }
+                }
+                ChunkState::DataEnd => {
+                    if rest.len() < 2 {
+                        return Ok(Progress::More(pos));
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        return Err(Malformed);
+                    }
+                    pos += 2;
+                    self.state = ChunkState::Size;
+                }
+            }
+        }
+    }
+}
+
+/// Splits complete SSE events out of `buf` (which keeps any partial event), calling `on_data` with each
+/// event's `data` payload. Returns the number of events. Comments (`:`) and other fields are skipped;
+/// multi-line data is joined with `\n` as the SSE spec says.
+pub fn drain_events(buf: &mut Vec<u8>, mut on_data: impl FnMut(&[u8])) -> usize {
+    let mut start = 0;
+    let mut events = 0;
+    let mut data: Vec<u8> = Vec::new();
+    while let Some(end) = find_event_end(&buf[start..]) {
+        let event = &buf[start..start + end.0];
+        data.clear();
+        let mut has_data = false;
+        for line in event.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(value) = line.strip_prefix(b"data:") {
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                if has_data {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(value);
+                has_data = true;
+            }
+        }
+        if has_data {
+            on_data(&data);
+            events += 1;
+        }
+        start += end.1;
+    }
+    buf.drain(..start);
+    events
+}
+
+/// (length of the event, length including its blank-line terminator)
+fn find_event_end(s: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < s.len() {
+        if s[i] == b'\n' {
+            if s[i + 1] == b'\n' {
+                return Some((i, i + 2));
+            }
+            if s[i + 1] == b'\r' && s.get(i + 2) == Some(&b'\n') {
+                return Some((i, i + 3));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_framing() {
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.close, h.event_stream),
+            (200, Framing::Chunked, false, true)
+        );
+        let h =
+            parse_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.close),
+            (404, Framing::Length(5), true)
+        );
+        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n"), Ok(None));
+        assert_eq!(parse_head(b"garbage\r\n\r\n"), Err(Malformed));
+    }
+
+    #[test]
+    fn chunked_body_in_pieces() {
+        let raw = b"5\r\nhello\r\n00000006\r\n world\r\n0\r\n\r\nNEXT";
+        let mut d = BodyDecoder::new(Framing::Chunked);
+        let mut out = Vec::new();
+        // Feed three bytes at a time, keeping what the decoder did not use, as the client does.
+        let mut pending = Vec::new();
+        let mut offset = 0;
+        let mut done = false;
+        for piece in raw.chunks(3) {
+            pending.extend_from_slice(piece);
+            match d.feed(&pending, &mut out).unwrap() {
+                Progress::More(used) => {
+                    offset += used;
+                    pending.drain(..used);
+                }
+                Progress::Done(used) => {
+                    offset += used;
+                    done = true;
+                    break;
+                }
+            }
+        }
+        assert!(done);
+        assert_eq!(out, b"hello world");
+        assert_eq!(&raw[offset..], b"NEXT");
+    }
+
+    #[test]
+    fn length_body_stops_at_length() {
+        let mut d = BodyDecoder::new(Framing::Length(3));
+        let mut out = Vec::new();
+        assert_eq!(d.feed(b"ab", &mut out), Ok(Progress::More(2)));
+        assert_eq!(d.feed(b"cde", &mut out), Ok(Progress::Done(1)));
+        assert_eq!(out, b"abc");
+    }
+
+    #[test]
+    fn events_split_and_keep_partial() {
+        let mut buf = b"data: {\"a\":1}\n\n: comment\n\ndata: x\r\n\r\ndata: [DO".to_vec();
+        let mut seen = Vec::new();
+        let n = drain_events(&mut buf, |d| {
+            seen.push(String::from_utf8(d.to_vec()).unwrap())
+        });
+        assert_eq!(n, 2);
+        assert_eq!(seen, vec!["{\"a\":1}", "x"]);
+        assert_eq!(buf, b"data: [DO");
+        buf.extend_from_slice(b"NE]\n\n");
+        drain_events(&mut buf, |d| assert_eq!(d, b"[DONE]"));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn bad_chunk_is_malformed() {
+        let mut d = BodyDecoder::new(Framing::Chunked);
+        assert_eq!(d.feed(b"zz\r\n", &mut Vec::new()), Err(Malformed));
+    }
+}

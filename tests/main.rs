@@ -1,0 +1,29 @@
+//! Integration tests: the real `standin` binary over raw TCP.
+//!
+//! One test binary (see STYLE.md, Testing); each module covers one area of `notes/contract.md`, and
+//! `support` starts servers on port 0 and reads HTTP responses byte by byte. The modules live in
+//! `tests/suite/` rather than `tests/*.rs` because Cargo would build every `tests/*.rs` as a
+//! separate test target (the manifest does not set `autotests = false`).
+
+mod support;
+
+#[path = "suite/auth.rs"]
+mod auth;
+#[path = "suite/cli.rs"]
+mod cli;
+#[path = "suite/connection.rs"]
+mod connection;
+#[path = "suite/framing.rs"]
+mod framing;
+#[path = "suite/limits.rs"]
+mod limits;
+#[path = "suite/malformed.rs"]
+mod malformed;
+#[path = "suite/resilience.rs"]
+mod resilience;
+#[path = "suite/routes.rs"]
+mod routes;
+#[path = "suite/sse.rs"]
+mod sse;
+#[path = "suite/validation.rs"]
+mod validation;
