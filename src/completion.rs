@@ -7,7 +7,7 @@ use crate::http::Responder;
 use crate::ids;
 use crate::models::{tokens, Generation, Model, Prompt, Sampling};
 use crate::openai::chat::ChatRequest;
-use crate::openai::response::{self, ChunkUsage, Delta, Meta, Usage};
+use crate::openai::response::{self, ChunkUsage, ContentChunks, Delta, Meta, Usage};
 
 /// Stop sequences held on the stack (the spec allows four).
 const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
@@ -81,13 +81,10 @@ fn stream(
         for index in 0..req.n {
             sse.event(|out| response::write_chunk(out, meta, index, role, None, chunk_usage))?;
         }
+        let content = ContentChunks::new(meta, chunk_usage);
         for token in tokens::split(&generation.text) {
             for index in 0..req.n {
-                let delta = Delta {
-                    role: None,
-                    content: Some(token),
-                };
-                sse.event(|out| response::write_chunk(out, meta, index, delta, None, chunk_usage))?;
+                sse.event(|out| content.write(out, index, token))?;
             }
         }
         let finish = Some(generation.finish.as_str());

@@ -28,7 +28,7 @@ use config::Config;
 
 /// Starts the server described by `cfg`, prints the listening line, and serves until the process ends.
 pub fn run(cfg: &Config) -> std::io::Result<()> {
-    server::configure_runtime(cfg.workers, cfg.stack_size);
+    server::configure_runtime(cfg.workers, cfg.stack_size, cfg.coroutine_pool);
     let listener = server::bind(&cfg.listen)?;
     let addr = listener.local_addr()?;
     let app = Arc::new(app::App::new(cfg));

@@ -27,6 +27,9 @@ pub struct Target {
 pub struct Connection {
     stream: TcpStream,
     rbuf: Vec<u8>,
+    scratch: Vec<u8>,
+    /// The socket timeouts currently set.
+    timeout: Option<Duration>,
     body: Vec<u8>,
     events: Vec<u8>,
     /// Served at least one response: a failed write may just mean the server closed an idle connection.
@@ -47,6 +50,8 @@ pub fn connect(
     Ok(Connection {
         stream,
         rbuf: Vec::with_capacity(READ_SIZE),
+        scratch: vec![0; READ_SIZE],
+        timeout: None,
         body: Vec::new(),
         events: Vec::new(),
         reused: false,
@@ -72,30 +77,84 @@ fn connect_from(addr: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
     Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
+/// The parts of a response or chunk the harness needs, read without allocating.
 #[derive(Deserialize)]
-struct ChunkView<'a> {
-    #[serde(borrow, default)]
-    choices: Option<Vec<ChoiceView<'a>>>,
+struct ChunkView {
+    #[serde(default)]
+    choices: Option<Choices>,
     #[serde(default)]
     usage: Option<UsageView>,
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Deserialize)]
-struct ChoiceView<'a> {
-    #[serde(borrow, default)]
-    delta: Option<DeltaView<'a>>,
-    #[serde(borrow, default)]
-    text: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    message: Option<DeltaView<'a>>,
+/// Whether `choices` had any member, and whether any carried non-empty content (`delta.content`,
+/// `message.content` or legacy `text`). Visited element by element: no Vec per event.
+#[derive(Default)]
+struct Choices {
+    any: bool,
+    content: bool,
+}
+
+impl<'de> Deserialize<'de> for Choices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Choices;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Choices, A::Error> {
+                let mut out = Choices::default();
+                while let Some(choice) = seq.next_element::<ChoiceView>()? {
+                    out.any = true;
+                    let delta = choice.delta.and_then(|d| d.content);
+                    let message = choice.message.and_then(|m| m.content);
+                    out.content |= delta.or(message).or(choice.text).is_some_and(|t| t.0);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
-struct DeltaView<'a> {
-    #[serde(borrow, default)]
-    content: Option<std::borrow::Cow<'a, str>>,
+struct ChoiceView {
+    #[serde(default)]
+    delta: Option<DeltaView>,
+    #[serde(default)]
+    text: Option<NonEmpty>,
+    #[serde(default)]
+    message: Option<DeltaView>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView {
+    #[serde(default)]
+    content: Option<NonEmpty>,
+}
+
+/// A string value reduced to "is it non-empty", so escaped text needs no owned copy.
+struct NonEmpty(bool);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NonEmpty;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(!v.is_empty()))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -104,6 +163,13 @@ struct UsageView {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+}
+
+impl Connection {
+    /// Whether a response was already read on this connection (so the server may have closed it idle).
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
 }
 
 /// Sends `request` (a whole HTTP request) on `conn` and measures the answer into `rec`.
@@ -116,8 +182,12 @@ pub fn exchange(
     rec: &mut Record,
 ) -> bool {
     let deadline = Instant::now() + timeout;
-    let _ = conn.stream.set_read_timeout(Some(timeout));
-    let _ = conn.stream.set_write_timeout(Some(timeout));
+    if conn.timeout != Some(timeout) {
+        // Set once per connection, not per request: each is a setsockopt call.
+        let _ = conn.stream.set_read_timeout(Some(timeout));
+        let _ = conn.stream.set_write_timeout(Some(timeout));
+        conn.timeout = Some(timeout);
+    }
     rec.sent = clock.elapsed();
     if let Err(e) = conn.stream.write_all(request) {
         rec.failure = Some(if conn.reused {
@@ -154,14 +224,20 @@ fn classify_connect(e: &io::Error) -> Failure {
 }
 
 fn read_more(conn: &mut Connection, deadline: Instant) -> Result<usize, Failure> {
-    if Instant::now() >= deadline {
+    let now = Instant::now();
+    if now >= deadline {
         return Err(Failure::Timeout);
     }
-    let len = conn.rbuf.len();
-    conn.rbuf.resize(len + READ_SIZE, 0);
-    let result = conn.stream.read(&mut conn.rbuf[len..]);
+    // Shorten the socket timeout when the deadline is near, so a trickling server cannot stretch it.
+    let left = deadline - now;
+    if conn.timeout.is_some_and(|t| left < t / 2) {
+        let _ = conn.stream.set_read_timeout(Some(left));
+        conn.timeout = Some(left);
+    }
+    // Read into zeroed-once scratch and copy what arrived: cheaper than zeroing READ_SIZE per read.
+    let result = conn.stream.read(&mut conn.scratch);
     let n = *result.as_ref().unwrap_or(&0);
-    conn.rbuf.truncate(len + n);
+    conn.rbuf.extend_from_slice(&conn.scratch[..n]);
     match result {
         Ok(n) => Ok(n),
         Err(e)
@@ -268,7 +344,7 @@ impl StreamState {
         if rec.done.is_some() {
             self.after_done = true;
         }
-        let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(data) else {
+        let Ok(chunk) = serde_json::from_slice::<ChunkView>(data) else {
             self.failure = Some(Failure::MalformedSse);
             return;
         };
@@ -280,14 +356,12 @@ impl StreamState {
             self.usage_tokens = Some(usage.completion_tokens);
             rec.prompt_tokens = usage.prompt_tokens;
         }
-        let Some(choices) = chunk.choices.filter(|c| !c.is_empty()) else {
+        let choices = chunk.choices.unwrap_or_default();
+        if !choices.any {
             return;
-        };
+        }
         rec.first_choice.get_or_insert(now);
-        let content = choices.iter().any(|c| {
-            let delta = c.delta.as_ref().and_then(|d| d.content.as_deref());
-            !delta.or(c.text.as_deref()).unwrap_or("").is_empty()
-        });
+        let content = choices.content;
         if content {
             rec.first_content.get_or_insert(now);
             rec.content_events.push(now);
@@ -323,20 +397,15 @@ impl StreamState {
 }
 
 fn finish_json(body: &[u8], now: Duration, rec: &mut Record) -> Result<(), Failure> {
-    let chunk: ChunkView<'_> = serde_json::from_slice(body).map_err(|_| Failure::MalformedHttp)?;
+    let chunk: ChunkView = serde_json::from_slice(body).map_err(|_| Failure::MalformedHttp)?;
     if chunk.error.is_some() {
         return Err(Failure::StreamError);
     }
-    let choices = chunk.choices.unwrap_or_default();
-    let content = choices.iter().any(|c| {
-        let message = c.message.as_ref().and_then(|m| m.content.as_deref());
-        !message.or(c.text.as_deref()).unwrap_or("").is_empty()
-    });
+    let content = chunk.choices.unwrap_or_default().content;
     if !content {
         return Err(Failure::NoContent);
     }
-    rec.first_choice = rec.first_byte;
-    rec.first_content = rec.first_byte;
+    // Without a stream there is no first token to time: only E2EL (to the end of the body) is reported.
     rec.last_token = Some(now);
     if let Some(usage) = chunk.usage {
         rec.output_tokens = usage.completion_tokens;

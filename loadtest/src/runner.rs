@@ -12,7 +12,7 @@ use may::sync::{Mutex, Semphore};
 use crate::cli::Options;
 use crate::client::{self, Connection, Target};
 use crate::record::{Failure, Record};
-use crate::workload::{self, Rng};
+use crate::workload::{self, Prompts, Rng};
 
 /// What a run produced.
 pub struct Outcome {
@@ -29,6 +29,8 @@ struct Server {
     target: Target,
     path: String,
     pool: Mutex<Vec<Connection>>,
+    /// Whole requests built once when they do not depend on the index (fixed prompt, JSONL bodies).
+    prebuilt: Vec<Vec<u8>>,
 }
 
 /// Live counters shared with the progress line.
@@ -66,11 +68,20 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
         } else {
             "/v1/completions"
         };
-        servers.push(Server {
+        let mut server = Server {
             target: Target { addr, host },
             path: format!("{prefix}{endpoint}"),
             pool: Mutex::new(Vec::new()),
-        });
+            prebuilt: Vec::new(),
+        };
+        server.prebuilt = match &opts.prompts {
+            Prompts::Fixed(_) => vec![build_request(opts, &server, 0)],
+            Prompts::Bodies(bodies) => (0..bodies.len())
+                .map(|i| build_request(opts, &server, i))
+                .collect(),
+            Prompts::Words { .. } => Vec::new(),
+        };
+        servers.push(server);
     }
     let run = Arc::new(Run {
         opts: opts.clone(),
@@ -94,30 +105,19 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
         .map(|r| r.end)
         .max()
         .unwrap_or(run.warmup_end);
-    let first_sent = records
-        .iter()
-        .filter(|r| !r.warmup)
-        .map(|r| r.sent)
-        .min()
-        .unwrap_or(run.warmup_end);
     Ok(Outcome {
-        measured: last_end.saturating_sub(first_sent.min(run.warmup_end.max(first_sent))),
+        measured: last_end.saturating_sub(run.warmup_end),
         peak_in_flight: run.counters.peak.load(Ordering::Relaxed),
         records,
     })
 }
 
 impl Run {
-    fn request_bytes(&self, server: &Server, index: usize) -> Vec<u8> {
-        // Each index has its own generator, so bodies do not depend on which coroutine got there first.
-        let mut rng = Rng::new(self.opts.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-        let body = workload::body(&self.opts.body, &self.opts.prompts, index, &mut rng);
-        workload::http_request(
-            &server.path,
-            &server.target.host,
-            self.opts.api_key.as_deref(),
-            &body,
-        )
+    fn request_bytes<'s>(&self, server: &'s Server, index: usize) -> std::borrow::Cow<'s, [u8]> {
+        if !server.prebuilt.is_empty() {
+            return std::borrow::Cow::Borrowed(&server.prebuilt[index % server.prebuilt.len()]);
+        }
+        std::borrow::Cow::Owned(build_request(&self.opts, server, index))
     }
 
     fn source(&self) -> Option<IpAddr> {
@@ -161,8 +161,19 @@ impl Run {
             },
         };
         let mut keep = false;
-        if let Some(conn) = conn.as_mut() {
-            keep = client::exchange(conn, &request, self.clock, self.opts.timeout, &mut rec);
+        if let Some(c) = conn.as_mut() {
+            let reused = c.is_reused();
+            keep = client::exchange(c, &request, self.clock, self.opts.timeout, &mut rec);
+            // A kept-alive connection the server closed while idle fails before any byte comes back (uvicorn
+            // closes after 5 s): that is not the request's fault, so it is sent once more on a new connection.
+            if reused && rec.failure == Some(Failure::Io) && rec.bytes == 0 {
+                conn = client::connect(server.target.addr, self.source(), self.opts.timeout).ok();
+                rec.failure = Some(Failure::Connect);
+                if let Some(c) = conn.as_mut() {
+                    rec.failure = None;
+                    keep = client::exchange(c, &request, self.clock, self.opts.timeout, &mut rec);
+                }
+            }
         }
         c.in_flight.fetch_sub(1, Ordering::Relaxed);
         c.done.fetch_add(1, Ordering::Relaxed);
@@ -183,6 +194,19 @@ impl Run {
             (None, None) => true,
         }
     }
+}
+
+/// Request `index` for `server`. Each index has its own generator, so a body does not depend on which
+/// coroutine got there first, and both servers of a comparison get the same bodies.
+fn build_request(opts: &Options, server: &Server, index: usize) -> Vec<u8> {
+    let mut rng = Rng::new(opts.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let body = workload::body(&opts.body, &opts.prompts, index, &mut rng);
+    workload::http_request(
+        &server.path,
+        &server.target.host,
+        opts.api_key.as_deref(),
+        &body,
+    )
 }
 
 fn closed_loop(run: &Arc<Run>) {

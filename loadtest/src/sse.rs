@@ -73,7 +73,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
         } else if h.name.eq_ignore_ascii_case("connection") {
             close |= value.eq_ignore_ascii_case("close");
         } else if h.name.eq_ignore_ascii_case("content-type") {
-            event_stream = value.starts_with("text/event-stream");
+            event_stream =
+                value.len() >= 17 && value[..17].eq_ignore_ascii_case("text/event-stream");
         }
     }
     // 1xx, 204 and 304 have no body.
@@ -233,21 +234,18 @@ pub fn drain_events(buf: &mut Vec<u8>, mut on_data: impl FnMut(&[u8])) -> usize 
     events
 }
 
-/// (length of the event, length including its blank-line terminator)
+/// (length of the event, length including its blank-line terminator). Servers end events with `\n\n`
+/// (standin, vLLM, OpenAI) or `\r\n\r\n` (some proxies); both are searched with SIMD.
 fn find_event_end(s: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < s.len() {
-        if s[i] == b'\n' {
-            if s[i + 1] == b'\n' {
-                return Some((i, i + 2));
-            }
-            if s[i + 1] == b'\r' && s.get(i + 2) == Some(&b'\n') {
-                return Some((i, i + 3));
-            }
-        }
-        i += 1;
+    let lf = memchr::memmem::find(s, b"\n\n").map(|i| (i, i + 2));
+    let crlf = || memchr::memmem::find(s, b"\n\r\n").map(|i| (i, i + 3));
+    match lf {
+        Some(end) if !s[..end.0].contains(&b'\r') => Some(end),
+        _ => match (lf, crlf()) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        },
     }
-    None
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! [`Handler`]'s business, including how an error the HTTP layer detects is worded.
 
 pub mod body;
+pub mod buffer;
 pub mod conn;
 pub mod date;
 pub mod request;

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Performance figures for the README: builds everything, starts each server pinned to core 0, drives it with
+standin-load (or wrk) pinned to core 1, and prints one table of ratios measured in this single run.
+
+    python3 loadtest/bench.py [--seconds 10] [--skip-fastapi] [--skip-wrk] [--json FILE]
+
+Servers: standin (echo, zero delay), standin-floor (may_minihttp answering a fixed body: the floor for our
+stack) and the FastAPI reference (loadtest/peers/fastapi_echo.py, one uvicorn worker). Only the standard
+library is used here; the FastAPI peer gets its own venv under target/peersvenv.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+SERVER_CORE = "0"
+LOAD_CORE = "1"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, cwd=ROOT, **kw)
+
+
+class Server:
+    """A server process pinned to the server core; reads its address from its listening line."""
+
+    def __init__(self, name, argv):
+        self.name = name
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE] + argv,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        self.startup_ms = (time.monotonic() - started) * 1000
+        match = re.search(r"listening on (http://\S+)", line)
+        if not match:
+            self.proc.kill()
+            raise RuntimeError(f"{name} did not start: {line!r}")
+        self.url = match.group(1)
+        time.sleep(0.2)
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def load(url, seconds, extra, warmup=1.0):
+    """Runs standin-load pinned to the load core; returns its JSON report."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
+        path = out.name
+    argv = ["taskset", "-c", LOAD_CORE, os.path.join(RELEASE, "standin-load"), "--url", url, "--quiet",
+            "--workers", "1", "--duration", str(seconds), "--warmup", str(warmup), "--json", path] + extra
+    sh(argv, stdout=subprocess.DEVNULL)
+    with open(path) as f:
+        report = json.load(f)
+    os.unlink(path)
+    return report
+
+
+def measured(server, url, seconds, extra):
+    """Load plus the server's CPU seconds per completed request over the whole run (warm-up included)."""
+    before = server.cpu_seconds()
+    report = load(url, seconds, extra)
+    cpu = server.cpu_seconds() - before
+    total = report["completed"] + report.get("warmup", 0)
+    report["server_cpu_us_per_request"] = cpu / max(total, 1) * 1e6
+    report["server_cpu_share"] = cpu / (seconds + 1.0)
+    return report
+
+
+def wrk(url, seconds, connections):
+    body = json.dumps({"model": "mock-gpt-model", "messages": [{"role": "user", "content": "Hello"}]})
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+                 'wrk.headers["Content-Type"] = "application/json"\n')
+    script.close()
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s",
+                          "--latency", "-s", script.name, url + "/v1/chat/completions"],
+                         check=True, capture_output=True, text=True).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return rps, float(p50.group(1)) * scale[p50.group(2)]
+
+
+def fastapi_python():
+    venv = os.path.join(ROOT, "target", "peersvenv")
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        sh([sys.executable, "-m", "venv", venv])
+    sh([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
+        os.path.join(ROOT, "loadtest", "peers", "requirements.txt")])
+    return python
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--skip-fastapi", action="store_true")
+    ap.add_argument("--skip-wrk", action="store_true")
+    ap.add_argument("--json", help="write every figure here")
+    args = ap.parse_args()
+    secs = args.seconds
+    sh(["cargo", "build", "--release", "--workspace", "--quiet"])
+    rows = []
+    figures = {}
+
+    def row(name, value, baseline, unit, rule):
+        ratio = value / baseline if baseline else float("nan")
+        rows.append((name, value, baseline, ratio, unit, rule))
+
+    standin = Server("standin", [os.path.join(RELEASE, "standin"), "--listen", "127.0.0.1:0", "--quiet",
+                                 "--workers", "1"])
+    floor = Server("floor", [os.path.join(RELEASE, "standin-floor"), "--listen", "127.0.0.1:0", "--workers", "1"])
+    idle_rss = standin.rss_kib()
+    try:
+        plain = ["--concurrency", "64"]
+        s = measured(standin, standin.url, secs, plain)
+        f = measured(floor, floor.url, secs, plain)
+        figures.update(standin_nonstream=s, floor_nonstream=f)
+        row("non-stream c=64: server CPU us/request (standin / floor)", s["server_cpu_us_per_request"],
+            f["server_cpu_us_per_request"], "us", "<= 1.25x")
+        row("non-stream c=64: requests/s (standin / floor)", s["request_throughput"], f["request_throughput"],
+            "req/s", "")
+        # ~20 tokens: the echo prefix is 12, plus an 8-word prompt.
+        words = ["--prompt", "one two three four five six seven eight"]
+        st = load(standin.url, secs, ["--stream", "--concurrency", "256"] + words)
+        figures["standin_stream_c256"] = st
+        row("stream ~20 tokens c=256: streams/s", st["request_throughput"], 100_000, "streams/s", ">= 100000")
+        st64 = load(standin.url, secs, ["--stream", "--concurrency", "64"] + words)
+        figures["standin_stream_c64"] = st64
+        row("stream c=64: time to first chunk p99", st64["p99_ttft_ms"], 5.0, "ms", "< 5 ms")
+        if not args.skip_wrk and shutil.which("wrk"):
+            w_rps, w_p50 = wrk(standin.url, secs, 64)
+            row("harness vs wrk, non-stream c=64: requests/s", s["request_throughput"], w_rps, "req/s", ">= 1x")
+            one = load(standin.url, secs, ["--concurrency", "1"])
+            _, w1_p50 = wrk(standin.url, secs, 1)
+            figures.update(wrk_rps_c64=w_rps, standin_c1=one, wrk_p50_c1_ms=w1_p50)
+            row("floor check c=1: harness p50 e2el vs wrk p50 (ms)", one["median_e2el_ms"], w1_p50, "ms",
+                "client-added error")
+    finally:
+        standin.stop()
+        floor.stop()
+    row("idle RSS (KiB, vs 4 MiB)", idle_rss, 4096, "KiB", "<= 4096")
+    row("start to listening (ms, vs 20 ms)", standin.startup_ms, 20.0, "ms", "< 20")
+
+    if not args.skip_fastapi:
+        fastapi = Server("fastapi", [fastapi_python(), os.path.join(ROOT, "loadtest", "peers", "fastapi_echo.py"),
+                                     "--port", "0"])
+        try:
+            fa = measured(fastapi, fastapi.url, secs, ["--concurrency", "64"])
+            figures["fastapi_nonstream"] = fa
+            row("non-stream c=64: requests/s (standin / FastAPI)", figures["standin_nonstream"]["request_throughput"],
+                fa["request_throughput"], "req/s", ">= 25x")
+        finally:
+            fastapi.stop()
+
+    print(f"\nstandin benchmark  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
+          f"{os.cpu_count()} cores ({open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()})")
+    print(f"servers pinned to core {SERVER_CORE}, load to core {LOAD_CORE}, {secs:g} s per run\n")
+    print(f"{'figure':58} {'value':>12} {'baseline':>12} {'ratio':>8}  target")
+    for name, value, baseline, ratio, unit, rule in rows:
+        print(f"{name:58} {value:12.2f} {baseline:12.2f} {ratio:8.3f}  {rule}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "figures": figures}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
