@@ -20,7 +20,7 @@ use standin::ids;
 use standin::models::echo::Echo;
 use standin::models::{tokens, Model, Prompt, Sampling};
 use standin::openai::chat;
-use standin::openai::response::{self, ChunkUsage, Delta, Meta, Usage};
+use standin::openai::response::{self, ChunkUsage, ContentChunks, Delta, Meta, Usage};
 
 /// A request head as the official Python SDK (`openai` 3.57 over httpx) sends it, captured on the wire:
 /// header names and order as sent, 522 bytes.
@@ -278,6 +278,8 @@ fn main() {
 
     type Case<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
     let mut chunk_out = Vec::with_capacity(1024);
+    let mut content_out = Vec::with_capacity(1024);
+    let content_chunks = ContentChunks::new(&fixed_meta, ChunkUsage::Absent);
     let mut stream_out = Vec::with_capacity(8192);
     // The connection's reused buffers, as `conn.rs` keeps them across requests.
     let mut whole_spans = Vec::with_capacity(limits.max_headers);
@@ -341,6 +343,14 @@ fn main() {
             }),
         ),
         (
+            "write_content_chunk",
+            Box::new(|| {
+                content_out.clear();
+                content_chunks.write(&mut content_out, 0, black_box(" test"));
+                content_out.len()
+            }),
+        ),
+        (
             "stream_chunks_per_request",
             Box::new(|| {
                 // Every chunk of one streamed reply to SDK_BODY (role, 17 tokens, finish), back to back.
@@ -351,12 +361,10 @@ fn main() {
                 };
                 let none = ChunkUsage::Absent;
                 response::write_chunk(&mut stream_out, &fixed_meta, 0, role, None, none);
+                // Content chunks as the server writes them: the shared part serialized once.
+                let content = ContentChunks::new(&fixed_meta, none);
                 for token in tokens::split(black_box(&reply)) {
-                    let delta = Delta {
-                        role: None,
-                        content: Some(token),
-                    };
-                    response::write_chunk(&mut stream_out, &fixed_meta, 0, delta, None, none);
+                    content.write(&mut stream_out, 0, token);
                 }
                 let finish = Some("stop");
                 response::write_chunk(
