@@ -57,10 +57,10 @@ class Server:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
-    def rss_kib(self):
+    def rss_kib(self, field="VmRSS"):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return 0
 
@@ -167,6 +167,31 @@ def main():
     finally:
         standin.stop()
         floor.stop()
+    # Paced streams: timing accuracy at 1,000 streams, then 10,000 streams with 100 ms between tokens.
+    paced = Server("standin-paced", [os.path.join(RELEASE, "standin"), "--listen", "127.0.0.1:0", "--quiet",
+                                     "--workers", "1", "--ttft-ms", "50", "--itl-ms", "20"])
+    try:
+        acc = load(paced.url, secs, ["--stream", "--concurrency", "1000"])
+        figures["paced_c1000"] = acc
+        row("1,000 streams ttft=50 ms: p50 TTFT (ms)", acc["median_ttft_ms"], 50.0, "ms", "within 1 ms")
+        row("1,000 streams itl=20 ms: p50 ITL (ms)", acc["median_itl_ms"], 20.0, "ms", "within 1 ms")
+    finally:
+        paced.stop()
+    slow = Server("standin-10k", [os.path.join(RELEASE, "standin"), "--listen", "127.0.0.1:0", "--quiet",
+                                  "--workers", "1", "--itl-ms", "100"])
+    try:
+        before = slow.cpu_seconds()
+        started = time.monotonic()
+        many = load(slow.url, secs, ["--stream", "--concurrency", "10000", "--sources", "2", "--timeout", "60"],
+                    warmup=2.0)
+        share = (slow.cpu_seconds() - before) / (time.monotonic() - started)
+        figures["paced_c10000"] = many
+        row("10,000 streams itl=100 ms: failed requests", many["failed"], 0, "", "0")
+        row("10,000 streams itl=100 ms: server CPU share of a core", share, 0.8, "", "<= 0.8")
+        row("10,000 streams itl=100 ms: server peak RSS (KiB)", slow.rss_kib("VmHWM"), 160 * 1024, "KiB",
+            "<= 160 MB")
+    finally:
+        slow.stop()
     row("idle RSS (KiB, vs 4 MiB)", idle_rss, 4096, "KiB", "<= 4096")
     row("start to listening (ms, vs 20 ms)", standin.startup_ms, 20.0, "ms", "< 20")
 

@@ -8,7 +8,7 @@ use crate::completion;
 use crate::config::Config;
 use crate::http::{Exchange, Handler, HttpError, Method, Request, Responder};
 use crate::log::AccessLog;
-use crate::models::{echo::Echo, Model};
+use crate::models::{echo::Echo, Model, Pace};
 use crate::openai::{chat, models, ApiError};
 
 const JSON: &str = "application/json";
@@ -23,8 +23,13 @@ pub struct App {
     /// `created` of every listed model: when this server started.
     started: u64,
     model: Box<dyn Model>,
+    /// Token timing unless a request's headers say otherwise.
+    pace: Pace,
     log: Option<AccessLog>,
 }
+
+/// Longest delay a header may ask for: ten minutes, so a typo cannot park a coroutine for days.
+const MAX_HEADER_DELAY_MS: u64 = 600_000;
 
 impl App {
     /// Builds the app from a validated configuration; starts the access log unless quiet.
@@ -39,6 +44,10 @@ impl App {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             model: Box::new(Echo),
+            pace: Pace {
+                first: cfg.ttft,
+                between: cfg.itl,
+            },
             log: (!cfg.quiet).then(AccessLog::start),
         }
     }
@@ -76,7 +85,8 @@ impl App {
             "/v1/chat/completions" => {
                 let chat = chat::parse(req.body, self.max_json_depth)?;
                 self.check_model(&chat.model)?;
-                completion::serve(self.model.as_ref(), &chat, res);
+                let pace = self.pace_for(req)?;
+                completion::serve(self.model.as_ref(), pace, &chat, res);
             }
             "/v1/models" => {
                 models::write_list(res.body(), &self.models, self.started);
@@ -90,6 +100,30 @@ impl App {
             }
         }
         Ok(())
+    }
+
+    /// The configured pace, with `x-standin-ttft-ms` / `x-standin-itl-ms` overriding it for one request.
+    fn pace_for(&self, req: &Request<'_>) -> Result<Pace, ApiError> {
+        let mut pace = self.pace;
+        for (name, slot) in [
+            ("x-standin-ttft-ms", &mut pace.first),
+            ("x-standin-itl-ms", &mut pace.between),
+        ] {
+            if let Some(value) = req.header(name) {
+                let ms = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|ms| *ms <= MAX_HEADER_DELAY_MS)
+                    .ok_or_else(|| {
+                        let message = format!(
+                            "Header {name} must be a whole number of milliseconds from 0 to {MAX_HEADER_DELAY_MS}."
+                        );
+                        ApiError::invalid(message, None, "invalid_value")
+                    })?;
+                *slot = std::time::Duration::from_millis(ms);
+            }
+        }
+        Ok(pace)
     }
 
     fn check_model(&self, model: &str) -> Result<(), ApiError> {

@@ -1,19 +1,20 @@
 //! Serves one chat completion: validated request → model → a JSON reply or an SSE stream. This is where
 //! the three layers meet; each of them stays ignorant of the others.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::Responder;
 use crate::ids;
-use crate::models::{tokens, Generation, Model, Prompt, Sampling};
+use crate::models::{tokens, Generation, Model, Pace, Prompt, Sampling};
 use crate::openai::chat::ChatRequest;
 use crate::openai::response::{self, ChunkUsage, ContentChunks, Delta, Meta, Usage};
 
 /// Stop sequences held on the stack (the spec allows four).
 const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
 
-/// Answers `req` with `model`'s output.
-pub fn serve(model: &dyn Model, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
+/// Answers `req` with `model`'s output, each token ready when `pace` says.
+pub fn serve(model: &dyn Model, pace: Pace, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
+    let start = Instant::now();
     let last_text = req.messages.last().and_then(|m| m.text.as_deref());
     let mut stop: [&str; STOP_SLOTS] = [""; STOP_SLOTS];
     let stops = req.stop.len().min(STOP_SLOTS);
@@ -44,8 +45,18 @@ pub fn serve(model: &dyn Model, req: &ChatRequest<'_>, res: &mut Responder<'_>) 
         model: &req.model,
     };
     if req.stream {
-        stream(req, &meta, &generation, usage, res);
+        stream(
+            req,
+            &meta,
+            &generation,
+            usage,
+            Schedule { pace, start },
+            res,
+        );
     } else {
+        // A non-streaming answer leaves when its last token is ready.
+        let tokens = generation.tokens.max(1);
+        sleep_until(start + pace.ready_at(tokens - 1));
         response::write_completion(
             res.body(),
             &meta,
@@ -58,13 +69,31 @@ pub fn serve(model: &dyn Model, req: &ChatRequest<'_>, res: &mut Responder<'_>) 
     }
 }
 
+/// When generation started and how tokens are paced.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    pace: Pace,
+    start: Instant,
+}
+
+/// Parks the coroutine (never the worker thread) until `at`.
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        may::coroutine::sleep(at - now);
+    }
+}
+
 /// Streams the generation: per choice a role chunk, then one chunk per token, then a finish chunk; the
-/// usage chunk when asked; then `[DONE]`. Stops at the first failed write (the client left).
+/// usage chunk when asked; then `[DONE]`. The role chunk goes out in the same write as the first content;
+/// with a pace, the head goes out at once and each token when it is ready. Stops at the first failed write
+/// (the client left), so an abandoned stream costs nothing more.
 fn stream(
     req: &ChatRequest<'_>,
     meta: &Meta<'_>,
     generation: &Generation,
     usage: Usage,
+    schedule: Schedule,
     res: &mut Responder<'_>,
 ) {
     let chunk_usage = if req.include_usage {
@@ -72,19 +101,40 @@ fn stream(
     } else {
         ChunkUsage::Absent
     };
+    let paced = !schedule.pace.is_instant();
     let mut sse = res.start_sse(200, &[]);
     let role = Delta {
         role: Some("assistant"),
         content: Some(""),
     };
     let result = (|| {
-        for index in 0..req.n {
-            sse.event(|out| response::write_chunk(out, meta, index, role, None, chunk_usage))?;
+        if paced {
+            sse.flush()?;
         }
         let content = ContentChunks::new(meta, chunk_usage);
-        for token in tokens::split(&generation.text) {
+        let mut tokens = tokens::split(&generation.text).peekable();
+        let mut k = 0;
+        loop {
+            if paced {
+                if k > 0 {
+                    sse.flush()?;
+                }
+                sleep_until(schedule.start + schedule.pace.ready_at(k));
+            }
+            if k == 0 {
+                for index in 0..req.n {
+                    sse.event(|out| {
+                        response::write_chunk(out, meta, index, role, None, chunk_usage)
+                    })?;
+                }
+            }
+            let Some(token) = tokens.next() else { break };
             for index in 0..req.n {
                 sse.event(|out| content.write(out, index, token))?;
+            }
+            k += 1;
+            if tokens.peek().is_none() {
+                break;
             }
         }
         let finish = Some(generation.finish.as_str());

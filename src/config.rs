@@ -39,6 +39,10 @@ pub struct Config {
     pub limits: Limits,
     /// Maximum JSON nesting in a request body.
     pub max_json_depth: usize,
+    /// Default time to first token (per-request header `x-standin-ttft-ms` overrides).
+    pub ttft: Duration,
+    /// Default time between tokens (per-request header `x-standin-itl-ms` overrides).
+    pub itl: Duration,
     /// Coroutine stack size in bytes.
     pub stack_size: usize,
     /// Finished coroutines kept for reuse.
@@ -59,6 +63,8 @@ impl Default for Config {
             strict_models: false,
             limits: Limits::default(),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            ttft: Duration::ZERO,
+            itl: Duration::ZERO,
             stack_size: DEFAULT_STACK_SIZE,
             coroutine_pool: DEFAULT_COROUTINE_POOL,
             quiet: false,
@@ -154,6 +160,18 @@ pub const FLAGS: &[Flag] = &[
         value: None,
         default: "off",
         help: "answer 404 model_not_found for models not in --models",
+    },
+    Flag {
+        name: "ttft-ms",
+        value: Some("MS"),
+        default: "0",
+        help: "time to first token (header x-standin-ttft-ms overrides)",
+    },
+    Flag {
+        name: "itl-ms",
+        value: Some("MS"),
+        default: "0",
+        help: "time between tokens (header x-standin-itl-ms overrides)",
     },
     Flag {
         name: "max-header-bytes",
@@ -436,6 +454,8 @@ fn apply(cfg: &mut Config, flag: &Flag, value: &str) -> Result<(), ConfigError> 
         "header-timeout-ms" => limits.header_timeout = millis(flag, value)?,
         "body-timeout-ms" => limits.body_timeout = millis(flag, value)?,
         "idle-timeout-ms" => limits.idle_timeout = millis(flag, value)?,
+        "ttft-ms" => cfg.ttft = millis(flag, value)?,
+        "itl-ms" => cfg.itl = millis(flag, value)?,
         "stack-size" => cfg.stack_size = number(flag, value)?,
         "coroutine-pool" => cfg.coroutine_pool = number(flag, value)?,
         "quiet" => cfg.quiet = switch(flag, value)?,
@@ -616,6 +636,8 @@ mod tests {
                 "--idle-timeout-ms=9",
                 "--stack-size=70000",
                 "--coroutine-pool=7",
+                "--ttft-ms=250",
+                "--itl-ms=20",
             ],
             &[],
         )
@@ -634,6 +656,10 @@ mod tests {
         assert_eq!(cfg.limits.idle_timeout, Duration::from_millis(9));
         assert_eq!(cfg.stack_size, 70000);
         assert_eq!(cfg.coroutine_pool, 7);
+        assert_eq!(
+            (cfg.ttft, cfg.itl),
+            (Duration::from_millis(250), Duration::from_millis(20))
+        );
         assert!(run(&["--stack-size=1000"], &[]).is_err());
         assert!(run(&["--max-json-depth=500"], &[]).is_err());
         assert!(run(&["--idle-timeout-ms=0"], &[]).is_err());

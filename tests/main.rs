@@ -1,6 +1,6 @@
 //! Integration tests: the real `standin` binary over raw TCP.
 //!
-//! One test binary (see STYLE.md, Testing); each module covers one area of `notes/contract.md`, and
+//! One test binary (see STYLE.md, Testing); each module covers one area of the README's contract, and
 //! `support` starts servers on port 0 and reads HTTP responses byte by byte. The modules live in
 //! `tests/suite/` rather than `tests/*.rs` because Cargo would build every `tests/*.rs` as a
 //! separate test target (the manifest does not set `autotests = false`).
@@ -19,6 +19,8 @@ mod framing;
 mod limits;
 #[path = "suite/malformed.rs"]
 mod malformed;
+#[path = "suite/pacing.rs"]
+mod pacing;
 #[path = "suite/resilience.rs"]
 mod resilience;
 #[path = "suite/routes.rs"]

@@ -4,6 +4,30 @@
 pub mod echo;
 pub mod tokens;
 
+use std::time::Duration;
+
+/// When tokens become ready: the first `first` after the request, each next one `between` later.
+/// All zero (the default) means everything is ready at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pace {
+    /// Time to first token.
+    pub first: Duration,
+    /// Time between tokens.
+    pub between: Duration,
+}
+
+impl Pace {
+    /// When token `k` (0-based) is ready, counted from the start of generation.
+    pub fn ready_at(&self, k: usize) -> Duration {
+        self.first + self.between * k as u32
+    }
+
+    /// No waiting at all.
+    pub fn is_instant(&self) -> bool {
+        self.first.is_zero() && self.between.is_zero()
+    }
+}
+
 /// What a model needs to know about the conversation.
 #[derive(Debug, Clone, Copy)]
 pub struct Prompt<'a> {
@@ -95,6 +119,17 @@ mod tests {
 
     fn cut(text: &str, max_tokens: Option<u32>, stop: &[&str]) -> Generation {
         apply_sampling(text.to_string(), &Sampling { max_tokens, stop })
+    }
+
+    #[test]
+    fn pace_schedules_from_the_start() {
+        let pace = Pace {
+            first: Duration::from_millis(50),
+            between: Duration::from_millis(10),
+        };
+        assert_eq!(pace.ready_at(0), Duration::from_millis(50));
+        assert_eq!(pace.ready_at(3), Duration::from_millis(80));
+        assert!(Pace::default().is_instant() && !pace.is_instant());
     }
 
     #[test]
