@@ -86,7 +86,7 @@ impl App {
                 let chat = chat::parse(req.body, self.max_json_depth)?;
                 self.check_model(&chat.model)?;
                 let pace = self.pace_for(req)?;
-                completion::serve(self.model.as_ref(), pace, &chat, res);
+                completion::serve(self.model.as_ref(), pace, req.arrived(), &chat, res);
             }
             "/v1/models" => {
                 models::write_list(res.body(), &self.models, self.started);

@@ -12,9 +12,15 @@ use crate::openai::response::{self, ChunkUsage, ContentChunks, Delta, Meta, Usag
 /// Stop sequences held on the stack (the spec allows four).
 const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
 
-/// Answers `req` with `model`'s output, each token ready when `pace` says.
-pub fn serve(model: &dyn Model, pace: Pace, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
-    let start = Instant::now();
+/// Answers `req` with `model`'s output, each token ready when `pace` says, counted from `start` (when the
+/// request arrived, so time spent queued in the server counts toward the TTFT as it would on a real one).
+pub fn serve(
+    model: &dyn Model,
+    pace: Pace,
+    start: Instant,
+    req: &ChatRequest<'_>,
+    res: &mut Responder<'_>,
+) {
     let last_text = req.messages.last().and_then(|m| m.text.as_deref());
     let mut stop: [&str; STOP_SLOTS] = [""; STOP_SLOTS];
     let stops = req.stop.len().min(STOP_SLOTS);

@@ -509,6 +509,9 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
         return fail("`--max-json-depth` must be between 1 and 120");
     }
     let l = &cfg.limits;
+    if l.max_headers > 1024 {
+        return fail("`--max-headers` must be at most 1024");
+    }
     if l.max_header_bytes < 256 || l.max_headers == 0 || l.max_body_bytes == 0 {
         return fail("header and body limits must be positive (--max-header-bytes at least 256)");
     }

@@ -56,7 +56,13 @@ struct Run {
     clock: Instant,
     warmup_end: Duration,
     next_source: AtomicUsize,
+    /// Connection attempts in progress are capped: 10,000 users connecting at once overflow the server's
+    /// SYN backlog, and the kernel's 1 s and 3 s SYN retries would then pass for server latency.
+    connecting: Semphore,
 }
+
+/// Most connection attempts in flight at once.
+const MAX_CONNECTING: usize = 256;
 
 /// Runs the load described by `opts`; `counters` feed the progress line.
 pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
@@ -91,6 +97,7 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
         clock: Instant::now(),
         warmup_end: opts.warmup,
         next_source: AtomicUsize::new(0),
+        connecting: Semphore::new(MAX_CONNECTING),
     });
     if opts.rate.is_some() {
         open_loop(&run);
@@ -118,6 +125,13 @@ impl Run {
             return std::borrow::Cow::Borrowed(&server.prebuilt[index % server.prebuilt.len()]);
         }
         std::borrow::Cow::Owned(build_request(&self.opts, server, index))
+    }
+
+    fn connect(&self, server: &Server) -> std::io::Result<Connection> {
+        self.connecting.wait();
+        let conn = client::connect(server.target.addr, self.source(), self.opts.timeout);
+        self.connecting.post();
+        conn
     }
 
     fn source(&self) -> Option<IpAddr> {
@@ -151,7 +165,7 @@ impl Run {
         c.peak.fetch_max(in_flight, Ordering::Relaxed);
         let mut conn = match conn {
             Some(conn) => Some(conn),
-            None => match client::connect(server.target.addr, self.source(), self.opts.timeout) {
+            None => match self.connect(server) {
                 Ok(conn) => Some(conn),
                 Err(_) => {
                     rec.failure = Some(Failure::Connect);
@@ -167,7 +181,7 @@ impl Run {
             // A kept-alive connection the server closed while idle fails before any byte comes back (uvicorn
             // closes after 5 s): that is not the request's fault, so it is sent once more on a new connection.
             if reused && rec.failure == Some(Failure::Io) && rec.bytes == 0 {
-                conn = client::connect(server.target.addr, self.source(), self.opts.timeout).ok();
+                conn = self.connect(server).ok();
                 rec.failure = Some(Failure::Connect);
                 if let Some(c) = conn.as_mut() {
                     rec.failure = None;

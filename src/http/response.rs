@@ -26,8 +26,10 @@ impl Output {
     pub(crate) fn new(stream: TcpStream) -> Self {
         Output {
             stream,
-            wbuf: Vec::with_capacity(8192),
-            body: Vec::with_capacity(4096),
+            // Grown by the first response, not reserved up front: 10,000 idle connections should not hold
+            // 120 MB of buffers they may never fill.
+            wbuf: Vec::new(),
+            body: Vec::new(),
             date: DateCache::default(),
             written: 0,
             broken: false,

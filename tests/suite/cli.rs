@@ -206,3 +206,13 @@ fn flag_beats_env_beats_file() {
         .start();
     assert_eq!(model_ids(&flag_over_all), ["from-flag"]);
 }
+
+#[test]
+fn a_second_server_on_a_busy_port_fails_to_start() {
+    let first = Server::start(&[]);
+    let addr = first.addr.to_string();
+    let second = run(&["--listen", &addr, "--quiet"], &[]);
+    assert_eq!(second.code, Some(1), "{second:?}");
+    assert!(second.stderr.contains("in use"), "{}", second.stderr);
+    first.assert_alive();
+}
