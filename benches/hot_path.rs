@@ -14,11 +14,12 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use standin::completion;
 use standin::http::request::{self, Framing, Status};
 use standin::http::Limits;
 use standin::ids;
 use standin::models::echo::Echo;
-use standin::models::{tokens, Model, Prompt, Sampling};
+use standin::models::tokens;
 use standin::openai::chat;
 use standin::openai::response::{self, ChunkUsage, ContentChunks, Delta, Meta, Usage};
 
@@ -199,26 +200,7 @@ fn whole_request(
         Ok(req) => req,
         Err(e) => panic!("the SDK body must validate: {e:?}"),
     };
-    let mut stop = [""; chat::MAX_STOP];
-    for (slot, s) in stop.iter_mut().zip(&req.stop) {
-        *slot = s;
-    }
-    let sampling = Sampling {
-        max_tokens: req.max_tokens,
-        stop: &stop[..req.stop.len().min(chat::MAX_STOP)],
-    };
-    let last_text = req.messages.last().and_then(|m| m.text.as_deref());
-    let generation = Echo.generate(&Prompt { last_text }, &sampling);
-    let prompt_tokens: usize = req
-        .messages
-        .iter()
-        .filter_map(|m| m.text.as_deref())
-        .map(tokens::count)
-        .sum();
-    let usage = Usage::new(
-        prompt_tokens as u64,
-        (generation.tokens * req.n as usize) as u64,
-    );
+    let (generation, usage) = completion::generate(&Echo, &req);
     let mut id_buf = [0u8; 32];
     let meta = meta(&mut id_buf, &req.model);
     out.clear();

@@ -12,15 +12,9 @@ use crate::openai::response::{self, ChunkUsage, ContentChunks, Delta, Meta, Usag
 /// Stop sequences held on the stack (the spec allows four).
 const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
 
-/// Answers `req` with `model`'s output, each token ready when `pace` says, counted from `start` (when the
-/// request arrived, so time spent queued in the server counts toward the TTFT as it would on a real one).
-pub fn serve(
-    model: &dyn Model,
-    pace: Pace,
-    start: Instant,
-    req: &ChatRequest<'_>,
-    res: &mut Responder<'_>,
-) {
+/// The model's output for `req`, cut by its stop sequences and token limit, and the token usage
+/// (prompt: every message's text by the shared token rule; completion: all `n` choices).
+pub fn generate(model: &dyn Model, req: &ChatRequest<'_>) -> (Generation, Usage) {
     let last_text = req.messages.last().and_then(|m| m.text.as_deref());
     let mut stop: [&str; STOP_SLOTS] = [""; STOP_SLOTS];
     let stops = req.stop.len().min(STOP_SLOTS);
@@ -42,6 +36,19 @@ pub fn serve(
         prompt_tokens as u64,
         (generation.tokens * req.n as usize) as u64,
     );
+    (generation, usage)
+}
+
+/// Answers `req` with `model`'s output, each token ready when `pace` says, counted from `start` (when the
+/// request arrived, so time spent queued in the server counts toward the TTFT as it would on a real one).
+pub fn serve(
+    model: &dyn Model,
+    pace: Pace,
+    start: Instant,
+    req: &ChatRequest<'_>,
+    res: &mut Responder<'_>,
+) {
+    let (generation, usage) = generate(model, req);
     let mut id_buf = [0u8; 32];
     let meta = Meta {
         id: ids::write_hex_id("chatcmpl-", ids::next(), &mut id_buf),

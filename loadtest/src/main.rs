@@ -16,6 +16,7 @@ mod report;
 mod runner;
 mod sse;
 mod stats;
+mod svg;
 mod workload;
 
 use std::io::Write;
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &opts.svg {
         if let Some(first) = results.first() {
-            if let Err(e) = std::fs::write(path, report::write_svg(&outcome.records, first, 0)) {
+            if let Err(e) = std::fs::write(path, svg::write_svg(&outcome.records, first, 0)) {
                 eprintln!("standin-load: --svg {path}: {e}");
                 return ExitCode::from(1);
             }

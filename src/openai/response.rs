@@ -168,6 +168,20 @@ struct Chunk<'a, C: Serialize> {
     usage: ChunkUsage,
 }
 
+impl<'a, C: Serialize> Chunk<'a, C> {
+    fn new(meta: &Meta<'a>, choices: C, usage: ChunkUsage) -> Self {
+        Chunk {
+            id: meta.id,
+            object: "chat.completion.chunk",
+            created: meta.created,
+            model: meta.model,
+            system_fingerprint: SYSTEM_FINGERPRINT,
+            choices,
+            usage,
+        }
+    }
+}
+
 #[derive(serde::Serialize)]
 struct ChunkChoice<'a> {
     index: u32,
@@ -191,16 +205,7 @@ pub fn write_chunk(
         logprobs: None,
         finish_reason,
     };
-    let chunk = Chunk {
-        id: meta.id,
-        object: "chat.completion.chunk",
-        created: meta.created,
-        model: meta.model,
-        system_fingerprint: SYSTEM_FINGERPRINT,
-        choices: [choice],
-        usage,
-    };
-    let _ = serde_json::to_writer(out, &chunk);
+    let _ = serde_json::to_writer(out, &Chunk::new(meta, [choice], usage));
 }
 
 /// Content chunks are most of a stream's bytes: the parts every chunk of one completion shares are
@@ -248,15 +253,7 @@ impl ContentChunks {
 
 /// Appends the final usage chunk (`"choices": []`).
 pub fn write_usage_chunk(out: &mut Vec<u8>, meta: &Meta<'_>, usage: Usage) {
-    let chunk = Chunk {
-        id: meta.id,
-        object: "chat.completion.chunk",
-        created: meta.created,
-        model: meta.model,
-        system_fingerprint: SYSTEM_FINGERPRINT,
-        choices: [(); 0],
-        usage: ChunkUsage::Counts(usage),
-    };
+    let chunk = Chunk::new(meta, [(); 0], ChunkUsage::Counts(usage));
     let _ = serde_json::to_writer(out, &chunk);
 }
 
