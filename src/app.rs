@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::auth::Keys;
 use crate::completion;
 use crate::config::Config;
+use crate::faults::{self, Fault};
 use crate::http::{Exchange, Handler, HttpError, Method, Request, Responder};
 use crate::log::AccessLog;
 use crate::models::{echo::Echo, Model, Pace};
@@ -86,7 +87,26 @@ impl App {
                 let chat = chat::parse(req.body, self.max_json_depth)?;
                 self.check_model(&chat.model)?;
                 let pace = self.pace_for(req)?;
-                completion::serve(self.model.as_ref(), pace, req.arrived(), &chat, res);
+                let fault = match faults::parse(req.header(faults::HEADER))? {
+                    None => None,
+                    Some(Fault::Stream(fault)) => Some(fault),
+                    Some(Fault::Error(kind)) => {
+                        let error = kind.error(&chat.model);
+                        error.write_json(res.body());
+                        res.send(error.status, JSON, kind.headers());
+                        return Ok(());
+                    }
+                    Some(Fault::Reset) => {
+                        res.reset();
+                        return Ok(());
+                    }
+                    Some(Fault::Stall) => {
+                        res.stall(faults::MAX_STALL);
+                        return Ok(());
+                    }
+                };
+                let model = self.model.as_ref();
+                completion::serve(model, pace, req.arrived(), fault, &chat, res);
             }
             "/v1/models" => {
                 models::write_list(res.body(), &self.models, self.started);

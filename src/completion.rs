@@ -3,6 +3,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::faults::{self, StreamFault};
 use crate::http::Responder;
 use crate::ids;
 use crate::models::{tokens, Generation, Model, Pace, Prompt, Sampling};
@@ -41,10 +42,12 @@ pub fn generate(model: &dyn Model, req: &ChatRequest<'_>) -> (Generation, Usage)
 
 /// Answers `req` with `model`'s output, each token ready when `pace` says, counted from `start` (when the
 /// request arrived, so time spent queued in the server counts toward the TTFT as it would on a real one).
+/// A stream `fault` breaks a streaming answer on purpose; a JSON answer ignores it.
 pub fn serve(
     model: &dyn Model,
     pace: Pace,
     start: Instant,
+    fault: Option<StreamFault>,
     req: &ChatRequest<'_>,
     res: &mut Responder<'_>,
 ) {
@@ -64,6 +67,7 @@ pub fn serve(
             &generation,
             usage,
             Schedule { pace, start },
+            fault,
             res,
         );
     } else {
@@ -107,6 +111,7 @@ fn stream(
     generation: &Generation,
     usage: Usage,
     schedule: Schedule,
+    fault: Option<StreamFault>,
     res: &mut Responder<'_>,
 ) {
     let chunk_usage = if req.include_usage {
@@ -120,7 +125,7 @@ fn stream(
         role: Some("assistant"),
         content: Some(""),
     };
-    let result = (|| {
+    let result = (|| -> std::io::Result<Ending> {
         if paced {
             sse.flush()?;
         }
@@ -141,11 +146,22 @@ fn stream(
                     })?;
                 }
             }
+            if fault == Some(StreamFault::Cut(k as u32)) {
+                return Ok(Ending::Cut);
+            }
             let Some(token) = tokens.next() else { break };
             for index in 0..req.n {
                 sse.event(|out| content.write(out, index, token))?;
             }
             k += 1;
+            match fault {
+                Some(StreamFault::Error) => {
+                    sse.event(|out| out.extend_from_slice(STREAM_ERROR.as_bytes()))?;
+                    return Ok(Ending::Finish);
+                }
+                Some(StreamFault::Stall) => return Ok(Ending::Stall),
+                _ => {}
+            }
             if tokens.peek().is_none() {
                 break;
             }
@@ -159,9 +175,29 @@ fn stream(
         if req.include_usage {
             sse.event(|out| response::write_usage_chunk(out, meta, usage))?;
         }
-        sse.event(|out| out.extend_from_slice(b"[DONE]"))
+        if fault != Some(StreamFault::NoDone) {
+            sse.event(|out| out.extend_from_slice(b"[DONE]"))?;
+        }
+        Ok(Ending::Finish)
     })();
-    if result.is_ok() {
-        let _ = sse.finish();
+    match result {
+        Ok(Ending::Finish) => drop(sse.finish()),
+        Ok(Ending::Cut) => sse.cut(),
+        Ok(Ending::Stall) => sse.stall(faults::MAX_STALL),
+        // The client left: nothing more to do.
+        Err(_) => {}
     }
 }
+
+/// How a stream ends.
+enum Ending {
+    /// Properly: the terminating chunk.
+    Finish,
+    /// Dropped mid-body (`stream-cut:K`).
+    Cut,
+    /// Silent until the client gives up (`stream-stall`).
+    Stall,
+}
+
+/// The event `stream-error` sends: what the OpenAI SDK turns into an `APIError` mid-iteration.
+const STREAM_ERROR: &str = r#"{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":"stream_error"}}"#;

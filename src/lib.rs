@@ -5,7 +5,7 @@
 //! - [`openai`]: wire types, validation, the error envelope. Knows nothing of sockets.
 //! - [`models`]: turn a prompt into text and tokens. Know neither.
 //! - [`app`] routes and authenticates; [`completion`] joins the three for one chat completion;
-//!   [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
+//!   [`faults`] injects failures by header; [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod completion;
 pub mod config;
+pub mod faults;
 pub mod http;
 pub mod ids;
 pub mod log;

@@ -256,7 +256,8 @@ impl Conn {
             head.method == Method::Head,
         );
         let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(&req, &mut res)));
-        let mut keep_alive = res.keep_alive();
+        // A stream that did not end properly leaves the connection unusable for another response.
+        let mut keep_alive = res.keep_alive() && !res.out.open_stream;
         if outcome.is_err() || res.state == State::Pending {
             keep_alive = false;
             if res.state == State::Pending {
@@ -269,6 +270,8 @@ impl Conn {
         let status = match res.state {
             State::Sent(s) | State::Streaming(s) => s,
             State::Pending => 500,
+            // No status went out; the access log shows 0.
+            State::Aborted => 0,
         };
         let bytes = out.written + out.wbuf.len() - written_before;
         handler.finished(&Exchange {

@@ -1,7 +1,8 @@
 //! Writing responses: the per-connection output buffer, status line and headers, and the [`Responder`] a
 //! handler answers through. Complete responses are buffered so pipelined answers leave in one write.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
 
@@ -20,6 +21,8 @@ pub struct Output {
     pub(crate) written: usize,
     /// A write failed: the peer is gone, stop producing.
     pub(crate) broken: bool,
+    /// An event stream was started and not properly ended: the connection cannot carry another response.
+    pub(crate) open_stream: bool,
 }
 
 impl Output {
@@ -33,7 +36,34 @@ impl Output {
             date: DateCache::default(),
             written: 0,
             broken: false,
+            open_stream: false,
         }
+    }
+
+    /// Sends what is queued, then waits (at most `max`) until the peer closes the connection: how a stalled
+    /// server looks to a client. Whatever the peer sends meanwhile is discarded.
+    pub(crate) fn wait_for_close(&mut self, max: Duration) {
+        let _ = self.flush();
+        let deadline = Instant::now() + max;
+        let mut scratch = [0u8; 512];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.stream.read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.broken = true;
+    }
+
+    /// Sends what is queued, then makes the close a TCP reset (SO_LINGER 0), as a crashed server would.
+    pub(crate) fn reset(&mut self) {
+        let _ = self.flush();
+        let _ = socket2::SockRef::from(self.stream.inner()).set_linger(Some(Duration::ZERO));
+        self.broken = true;
     }
 
     /// Writes everything buffered.
@@ -134,6 +164,8 @@ pub(crate) enum State {
     Pending,
     Sent(u16),
     Streaming(u16),
+    /// Closed on purpose without a (complete) response: a reset or a stall.
+    Aborted,
 }
 
 /// The handler's side of one exchange: build a body, then `send` it, or `start_sse` and stream events.
@@ -207,6 +239,20 @@ impl<'c> Responder<'c> {
         self.state = State::Sent(status);
     }
 
+    /// Answers nothing and resets the connection (failure injection: "the server crashed").
+    pub fn reset(&mut self) {
+        self.out.reset();
+        self.keep_alive = false;
+        self.state = State::Aborted;
+    }
+
+    /// Answers nothing until the client gives up (or `max` passes), then closes.
+    pub fn stall(&mut self, max: Duration) {
+        self.out.wait_for_close(max);
+        self.keep_alive = false;
+        self.state = State::Aborted;
+    }
+
     /// Starts an event stream: headers go out with the first flush of events.
     pub fn start_sse(&mut self, status: u16, extra: &[(&str, &str)]) -> SseWriter<'_> {
         // HTTP/1.0 has no chunked encoding: the stream ends when the connection closes.
@@ -229,6 +275,7 @@ impl<'c> Responder<'c> {
         headers[1..=n].copy_from_slice(&extra[..n]);
         write_head(&mut out.wbuf, out.date.now(), &head, &headers[..=n]);
         self.state = State::Streaming(status);
+        out.open_stream = true;
         SseWriter::new(out, chunked)
     }
 }

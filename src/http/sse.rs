@@ -58,7 +58,21 @@ impl<'a> SseWriter<'a> {
         if self.chunked {
             self.out.wbuf.extend_from_slice(b"0\r\n\r\n");
         }
+        self.out.open_stream = false;
         self.out.flush()
+    }
+
+    /// Sends what is queued, then drops the connection mid-body, with no terminating chunk (failure
+    /// injection: a stream cut by a crash or a proxy).
+    pub fn cut(mut self) {
+        let _ = self.flush();
+        self.out.broken = true;
+    }
+
+    /// Sends what is queued, then sends nothing more until the client gives up (or `max` passes).
+    pub fn stall(mut self, max: std::time::Duration) {
+        self.close_chunk();
+        self.out.wait_for_close(max);
     }
 
     fn close_chunk(&mut self) {
