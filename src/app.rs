@@ -6,9 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::auth::Keys;
 use crate::completion;
 use crate::config::Config;
-use crate::faults::{self, Fault};
+use crate::embeddings;
+use crate::faults::{self, Fault, StreamFault};
 use crate::http::{Exchange, Handler, HttpError, Method, Request, Responder};
+use crate::legacy;
 use crate::log::AccessLog;
+use crate::metrics::METRICS;
 use crate::models::{echo::Echo, Model, Pace};
 use crate::openai::{chat, models, ApiError};
 
@@ -57,8 +60,8 @@ impl App {
         let path = req.path();
         let method = req.method();
         let allow = match path {
-            "/health" => "GET",
-            "/v1/chat/completions" => "POST",
+            "/health" | "/metrics" => "GET",
+            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => "POST",
             "/v1/models" => "GET",
             p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => "GET",
             "/debug/panic" if self.enable_panic_route => "POST",
@@ -78,35 +81,40 @@ impl App {
             res.send(200, JSON, &[]);
             return Ok(());
         }
+        if path == "/metrics" {
+            // Like vLLM's, outside /v1 and without a key, so a Prometheus scraper needs no secret.
+            let text = METRICS.render(&self.models[0]);
+            res.body().extend_from_slice(text.as_bytes());
+            res.send(200, "text/plain; version=0.0.4; charset=utf-8", &[]);
+            return Ok(());
+        }
         if path == "/debug/panic" {
             panic!("panic requested through /debug/panic");
         }
         self.keys.check(req.header("authorization"))?;
         match path {
+            "/v1/embeddings" => {
+                if self.inject(req, &self.models[0], res)?.is_some() {
+                    embeddings::serve(req.body, self.max_json_depth, &|m| self.check_model(m), res)?
+                }
+            }
+            "/v1/completions" => {
+                let pace = self.pace_for(req)?;
+                if self.inject(req, &self.models[0], res)?.is_some() {
+                    let check = |m: &str| self.check_model(m);
+                    let model = self.model.as_ref();
+                    let (body, depth, start) = (req.body, self.max_json_depth, req.arrived());
+                    legacy::serve(model, pace, start, body, depth, &check, res)?;
+                }
+            }
             "/v1/chat/completions" => {
                 let chat = chat::parse(req.body, self.max_json_depth)?;
                 self.check_model(&chat.model)?;
                 let pace = self.pace_for(req)?;
-                let fault = match faults::parse(req.header(faults::HEADER))? {
-                    None => None,
-                    Some(Fault::Stream(fault)) => Some(fault),
-                    Some(Fault::Error(kind)) => {
-                        let error = kind.error(&chat.model);
-                        error.write_json(res.body());
-                        res.send(error.status, JSON, kind.headers());
-                        return Ok(());
-                    }
-                    Some(Fault::Reset) => {
-                        res.reset();
-                        return Ok(());
-                    }
-                    Some(Fault::Stall) => {
-                        res.stall(faults::MAX_STALL);
-                        return Ok(());
-                    }
-                };
-                let model = self.model.as_ref();
-                completion::serve(model, pace, req.arrived(), fault, &chat, res);
+                if let Some(fault) = self.inject(req, &chat.model, res)? {
+                    let model = self.model.as_ref();
+                    completion::serve(model, pace, req.arrived(), fault, &chat, res);
+                }
             }
             "/v1/models" => {
                 models::write_list(res.body(), &self.models, self.started);
@@ -120,6 +128,35 @@ impl App {
             }
         }
         Ok(())
+    }
+
+    /// Applies `x-standin-fail`. A failure before the response is answered here and gives `None`; otherwise
+    /// `Some` carries the stream failure (if any) for the endpoint to apply once it streams. Legacy
+    /// completions and embeddings take the failures before the response only.
+    fn inject(
+        &self,
+        req: &Request<'_>,
+        model: &str,
+        res: &mut Responder<'_>,
+    ) -> Result<Option<Option<StreamFault>>, ApiError> {
+        match faults::parse(req.header(faults::HEADER))? {
+            None => Ok(Some(None)),
+            Some(Fault::Stream(fault)) => Ok(Some(Some(fault))),
+            Some(Fault::Error(kind)) => {
+                let error = kind.error(model);
+                error.write_json(res.body());
+                res.send(error.status, JSON, kind.headers());
+                Ok(None)
+            }
+            Some(Fault::Reset) => {
+                res.reset();
+                Ok(None)
+            }
+            Some(Fault::Stall) => {
+                res.stall(faults::MAX_STALL);
+                Ok(None)
+            }
+        }
     }
 
     /// The configured pace, with `x-standin-ttft-ms` / `x-standin-itl-ms` overriding it for one request.
@@ -170,6 +207,7 @@ impl Handler for App {
     }
 
     fn finished(&self, record: &Exchange<'_>) {
+        METRICS.response(record.status, record.bytes);
         if let Some(log) = &self.log {
             log.record(record);
         }

@@ -1,12 +1,13 @@
 //! Serves one chat completion: validated request → model → a JSON reply or an SSE stream. This is where
 //! the three layers meet; each of them stays ignorant of the others.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::faults::{self, StreamFault};
 use crate::http::Responder;
 use crate::ids;
-use crate::models::{tokens, Generation, Model, Pace, Prompt, Sampling};
+use crate::metrics::METRICS;
+use crate::models::{tokens, Finish, Generation, Model, Pace, Prompt, Sampling};
 use crate::openai::chat::ChatRequest;
 use crate::openai::response::{self, ChunkUsage, ContentChunks, Delta, Meta, Usage};
 
@@ -51,6 +52,7 @@ pub fn serve(
     req: &ChatRequest<'_>,
     res: &mut Responder<'_>,
 ) {
+    let _running = METRICS.start_request();
     let (generation, usage) = generate(model, req);
     let mut id_buf = [0u8; 32];
     let meta = Meta {
@@ -60,8 +62,10 @@ pub fn serve(
             .map_or(0, |d| d.as_secs()),
         model: &req.model,
     };
+    let length = generation.finish == Finish::Length;
+    let (prompt, generated) = (usage.prompt_tokens, usage.completion_tokens);
     if req.stream {
-        stream(
+        let ttft = stream(
             req,
             &meta,
             &generation,
@@ -70,6 +74,9 @@ pub fn serve(
             fault,
             res,
         );
+        if let Some(ttft) = ttft {
+            METRICS.finish_request(prompt, generated, ttft, start.elapsed(), length);
+        }
     } else {
         // A non-streaming answer leaves when its last token is ready.
         let tokens = generation.tokens.max(1);
@@ -83,6 +90,8 @@ pub fn serve(
             usage,
         );
         res.send(200, "application/json", &[]);
+        let e2e = start.elapsed();
+        METRICS.finish_request(prompt, generated, e2e, e2e, length);
     }
 }
 
@@ -113,7 +122,9 @@ fn stream(
     schedule: Schedule,
     fault: Option<StreamFault>,
     res: &mut Responder<'_>,
-) {
+) -> Option<Duration> {
+    let mut first_token: Option<Instant> = None;
+    let mut last_token = schedule.start;
     let chunk_usage = if req.include_usage {
         ChunkUsage::Null
     } else {
@@ -153,6 +164,12 @@ fn stream(
             for index in 0..req.n {
                 sse.event(|out| content.write(out, index, token))?;
             }
+            let now = Instant::now();
+            if first_token.is_some() {
+                METRICS.observe_itl(now - last_token);
+            }
+            first_token.get_or_insert(now);
+            last_token = now;
             k += 1;
             match fault {
                 Some(StreamFault::Error) => {
@@ -181,11 +198,21 @@ fn stream(
         Ok(Ending::Finish)
     })();
     match result {
-        Ok(Ending::Finish) => drop(sse.finish()),
-        Ok(Ending::Cut) => sse.cut(),
-        Ok(Ending::Stall) => sse.stall(faults::MAX_STALL),
+        Ok(Ending::Finish) if fault.is_none() => {
+            sse.finish().ok()?;
+            Some(first_token.unwrap_or(last_token) - schedule.start)
+        }
+        Ok(Ending::Finish) => sse.finish().ok().and(None),
+        Ok(Ending::Cut) => {
+            sse.cut();
+            None
+        }
+        Ok(Ending::Stall) => {
+            sse.stall(faults::MAX_STALL);
+            None
+        }
         // The client left: nothing more to do.
-        Err(_) => {}
+        Err(_) => None,
     }
 }
 

@@ -8,6 +8,7 @@ use may::coroutine::JoinHandle;
 use may::net::TcpListener;
 
 use crate::http::{conn, Handler, Limits};
+use crate::metrics::METRICS;
 
 /// Applies runtime settings; must run before the first coroutine is spawned. `stack_bytes` is in bytes;
 /// may counts stacks in machine words. `pool` is how many finished coroutines (stacks included) may keeps
@@ -59,6 +60,7 @@ pub fn serve<H: Handler>(
                     let limits = Arc::clone(&limits);
                     // A failed spawn (out of memory for stacks) drops this connection, not the server.
                     let _ = spawn("conn", move || {
+                        let _open = METRICS.open_connection();
                         conn::serve(stream, handler.as_ref(), &limits)
                     });
                 }

@@ -19,6 +19,8 @@ mod framing;
 mod limits;
 #[path = "suite/malformed.rs"]
 mod malformed;
+#[path = "suite/metrics.rs"]
+mod metrics;
 #[path = "suite/pacing.rs"]
 mod pacing;
 #[path = "suite/resilience.rs"]

@@ -2,6 +2,7 @@
 //! neither sockets nor the OpenAI wire format: the server hands them a [`Prompt`] and gets a [`Generation`].
 
 pub mod echo;
+pub mod embed;
 pub mod tokens;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! It knows nothing of sockets; the server module feeds it bytes and writes what it returns.
 
 pub mod chat;
+pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod json;
 pub mod models;

@@ -134,3 +134,14 @@ def test_server_keeps_serving_after_every_fault(base_url):
             list(create(client_for(base_url), fail, stream=True))
     reply = client_for(base_url).chat.completions.create(model=DEFAULT_MODEL, messages=[user("still here")])
     assert reply.choices[0].message.content.endswith("still here")
+
+
+def test_pre_response_faults_apply_to_completions_and_embeddings(base_url):
+    client = client_for(base_url)
+    with pytest.raises(openai.RateLimitError):
+        client.completions.create(model=DEFAULT_MODEL, prompt="hi", extra_headers={"x-standin-fail": "429"})
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.embeddings.create(model=DEFAULT_MODEL, input="hi", extra_headers={"x-standin-fail": "503"})
+    assert caught.value.status_code == 503
+    with pytest.raises(openai.APIConnectionError):
+        client.embeddings.create(model=DEFAULT_MODEL, input="hi", extra_headers={"x-standin-fail": "reset"})

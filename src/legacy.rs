@@ -1,0 +1,233 @@
+//! `POST /v1/completions` (legacy text completions): validated request → model → a JSON reply or an SSE
+//! stream. The wire format lives in `openai::completions`; token timing follows `crate::completion`, so both
+//! endpoints pace alike.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::http::Responder;
+use crate::ids;
+use crate::models::{tokens, Generation, Model, Pace, Prompt, Sampling};
+use crate::openai::chat::MAX_STOP;
+use crate::openai::completions::{self, Answer, CompletionRequest};
+use crate::openai::response::{Meta, Usage};
+use crate::openai::ApiError;
+
+/// Answers one legacy completion; `check_model` applies the server's model policy. Each token is ready when
+/// `pace` says, counted from `start` (when the request arrived), as for chat completions.
+pub fn serve(
+    model: &dyn Model,
+    pace: Pace,
+    start: Instant,
+    body: &[u8],
+    max_depth: usize,
+    check_model: &dyn Fn(&str) -> Result<(), ApiError>,
+    res: &mut Responder<'_>,
+) -> Result<(), ApiError> {
+    let req = completions::parse(body, max_depth)?;
+    check_model(&req.model)?;
+    let (generations, usage) = generate(model, &req);
+    let mut id_buf = [0u8; 32];
+    let meta = Meta {
+        id: ids::write_hex_id("cmpl-", ids::next(), &mut id_buf),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        model: &req.model,
+    };
+    let schedule = Schedule { pace, start };
+    if req.stream {
+        stream(&req, &meta, &generations, usage, schedule, res);
+        return Ok(());
+    }
+    // A non-streaming answer leaves when the last token of its longest choice is ready.
+    let longest = generations.iter().map(|g| g.tokens).max().unwrap_or(0);
+    sleep_until(start + pace.ready_at(longest.max(1) - 1));
+    let answers: Vec<Answer<'_>> = req
+        .prompts
+        .iter()
+        .zip(&generations)
+        .map(|(prompt, generation)| Answer {
+            echo: if req.echo { &prompt.text } else { "" },
+            text: &generation.text,
+            finish_reason: generation.finish.as_str(),
+        })
+        .collect();
+    completions::write_completion(res.body(), &meta, &answers, req.n, usage);
+    res.send(200, "application/json", &[]);
+    Ok(())
+}
+
+/// The model's output for each prompt, cut by the request's stop sequences and token limit, and the usage:
+/// prompt tokens over every prompt (a token array counts its ids), completion tokens over every choice. An
+/// echoed prompt counts as prompt only, as on OpenAI.
+pub fn generate(model: &dyn Model, req: &CompletionRequest<'_>) -> (Vec<Generation>, Usage) {
+    let mut stop: [&str; MAX_STOP] = [""; MAX_STOP];
+    let stops = req.stop.len().min(MAX_STOP);
+    for (slot, s) in stop.iter_mut().zip(&req.stop) {
+        *slot = s;
+    }
+    let sampling = Sampling {
+        max_tokens: Some(req.max_tokens),
+        stop: &stop[..stops],
+    };
+    let generations: Vec<Generation> = req
+        .prompts
+        .iter()
+        .map(|p| {
+            let prompt = Prompt {
+                last_text: Some(&p.text),
+            };
+            model.generate(&prompt, &sampling)
+        })
+        .collect();
+    let prompt_tokens: usize = req
+        .prompts
+        .iter()
+        .map(|p| p.tokens.unwrap_or_else(|| tokens::count(&p.text)))
+        .sum();
+    let completion_tokens: usize = generations.iter().map(|g| g.tokens).sum();
+    let usage = Usage::new(
+        prompt_tokens as u64,
+        (completion_tokens * req.n as usize) as u64,
+    );
+    (generations, usage)
+}
+
+/// When generation started and how tokens are paced.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    pace: Pace,
+    start: Instant,
+}
+
+/// Parks the coroutine (never the worker thread) until `at`.
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        may::coroutine::sleep(at - now);
+    }
+}
+
+/// Streams every choice: with `echo`, the prompt as one event together with the first token; then one event
+/// per token (token `k` of every choice when token `k` is ready); then a last event per choice with empty
+/// text and its finish reason; the usage event when asked; then `[DONE]`. With a pace, the head goes out at
+/// once and each step is flushed before the wait for the next. Stops at the first failed write (the client
+/// left).
+fn stream(
+    req: &CompletionRequest<'_>,
+    meta: &Meta<'_>,
+    generations: &[Generation],
+    usage: Usage,
+    schedule: Schedule,
+    res: &mut Responder<'_>,
+) {
+    let paced = !schedule.pace.is_instant();
+    let n = req.n;
+    let mut sse = res.start_sse(200, &[]);
+    let result = (|| -> std::io::Result<()> {
+        if paced {
+            sse.flush()?;
+        }
+        let mut pieces: Vec<tokens::Tokens<'_>> =
+            generations.iter().map(|g| tokens::split(&g.text)).collect();
+        // Step 0 always happens, so an echo goes out even when no token is generated (`max_tokens: 0`).
+        let steps = generations.iter().map(|g| g.tokens).max().unwrap_or(0);
+        for k in 0..steps.max(1) {
+            if paced {
+                if k > 0 {
+                    sse.flush()?;
+                }
+                sleep_until(schedule.start + schedule.pace.ready_at(k));
+            }
+            for ((p, prompt), tokens) in req.prompts.iter().enumerate().zip(&mut pieces) {
+                let first = p as u32 * n;
+                if k == 0 && req.echo && !prompt.text.is_empty() {
+                    for index in first..first + n {
+                        sse.event(|out| {
+                            completions::write_event(out, meta, index, &prompt.text, None)
+                        })?;
+                    }
+                }
+                if let Some(token) = tokens.next() {
+                    for index in first..first + n {
+                        sse.event(|out| completions::write_event(out, meta, index, token, None))?;
+                    }
+                }
+            }
+        }
+        for (p, generation) in generations.iter().enumerate() {
+            let first = p as u32 * n;
+            let finish = Some(generation.finish.as_str());
+            for index in first..first + n {
+                sse.event(|out| completions::write_event(out, meta, index, "", finish))?;
+            }
+        }
+        if req.include_usage {
+            sse.event(|out| completions::write_usage_event(out, meta, usage))?;
+        }
+        sse.event(|out| out.extend_from_slice(b"[DONE]"))
+    })();
+    if result.is_ok() {
+        // A failed final write means the client left: nothing more to do either way.
+        drop(sse.finish());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::echo::{Echo, ECHO_PREFIX};
+    use crate::models::Finish;
+
+    fn run(body: &str) -> (Vec<Generation>, Usage) {
+        let req = completions::parse(body.as_bytes(), 64).unwrap();
+        generate(&Echo, &req)
+    }
+
+    #[test]
+    fn each_prompt_is_echoed_and_counted() {
+        let (generations, usage) = run(r#"{"model":"m","prompt":["Hello","a b"],"n":2}"#);
+        let texts: Vec<_> = generations.iter().map(|g| g.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            vec![
+                format!("{ECHO_PREFIX}Hello").as_str(),
+                format!("{ECHO_PREFIX}a b").as_str()
+            ]
+        );
+        // Prompts: 1 + 2 tokens; completions: (13 + 14) tokens, twice each.
+        assert_eq!(usage, Usage::new(3, 54));
+    }
+
+    #[test]
+    fn default_max_tokens_cuts_long_replies() {
+        let (generations, usage) = run(r#"{"model":"m","prompt":"one two three four five"}"#);
+        assert_eq!(
+            (generations[0].tokens, generations[0].finish),
+            (16, Finish::Length)
+        );
+        assert_eq!(usage, Usage::new(5, 16));
+    }
+
+    #[test]
+    fn token_arrays_count_their_ids() {
+        let (generations, usage) = run(r#"{"model":"m","prompt":[[1212,318],[7]]}"#);
+        assert_eq!(generations[0].text, format!("{ECHO_PREFIX}1212 318"));
+        assert_eq!(usage.prompt_tokens, 3);
+    }
+
+    #[test]
+    fn stop_and_zero_max_tokens() {
+        let (generations, _) = run(r#"{"model":"m","prompt":"x","stop":"mock"}"#);
+        assert_eq!(
+            (generations[0].text.as_str(), generations[0].finish),
+            ("As a ", Finish::Stop)
+        );
+        let (generations, usage) = run(r#"{"model":"m","prompt":"x","max_tokens":0,"echo":true}"#);
+        assert_eq!(
+            (generations[0].text.as_str(), generations[0].finish),
+            ("", Finish::Length)
+        );
+        assert_eq!(usage, Usage::new(1, 0));
+    }
+}

@@ -1,0 +1,78 @@
+//! `GET /metrics`: Prometheus text with vLLM's metric names, counting what the server actually did.
+
+use crate::support::{chat, chat_body, get, stream_body, Server};
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[test]
+fn metrics_count_tokens_latency_and_responses() {
+    let server = Server::start(&["--api-key", "k1"]);
+    let auth = [("Authorization", "Bearer k1")];
+    assert_eq!(server.send(&chat(&chat_body("Hello"), &auth)).status, 200);
+    let paced = [auth[0], ("x-standin-itl-ms", "10")];
+    let resp = server.send(&chat(&stream_body("Hello"), &paced));
+    assert!(resp.text().ends_with("data: [DONE]\n\n"));
+    // No key needed: scrapers are not clients of the API.
+    let resp = server.send(&get("/metrics", &[]));
+    assert_eq!(resp.status, 200);
+    assert!(resp
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = resp.text();
+    let m = |s: &str| metric(text, s);
+    let model = "{model_name=\"mock-gpt-model\"}";
+    assert_eq!(m(&format!("vllm:num_requests_running{model}")), 0.0);
+    assert_eq!(m(&format!("vllm:num_requests_waiting{model}")), 0.0);
+    assert_eq!(m(&format!("vllm:prompt_tokens_total{model}")), 2.0);
+    assert_eq!(m(&format!("vllm:generation_tokens_total{model}")), 26.0);
+    assert_eq!(
+        m("vllm:request_success_total{model_name=\"mock-gpt-model\",finished_reason=\"stop\"}"),
+        2.0
+    );
+    assert_eq!(
+        m(&format!("vllm:time_to_first_token_seconds_count{model}")),
+        2.0
+    );
+    assert_eq!(
+        m(&format!("vllm:e2e_request_latency_seconds_count{model}")),
+        2.0
+    );
+    // 13 tokens paced 10 ms apart: 12 gaps spanning at least the 120 ms schedule, less however late the
+    // first token was written (deadlines are absolute, so a late token shortens the next gap).
+    assert_eq!(
+        m(&format!("vllm:inter_token_latency_seconds_count{model}")),
+        12.0
+    );
+    assert!(m(&format!("vllm:inter_token_latency_seconds_sum{model}")) >= 0.09);
+    assert!(m("standin_http_responses_total{class=\"2xx\"}") >= 2.0);
+    assert!(m("standin_connections_total") >= 3.0);
+    assert_eq!(
+        m("standin_connections_open"),
+        1.0,
+        "only the scrape's own connection"
+    );
+}
+
+#[test]
+fn metrics_count_rejections_by_class() {
+    let server = Server::start(&["--api-key", "k1"]);
+    assert_eq!(server.send(&chat(&chat_body("x"), &[])).status, 401);
+    assert_eq!(server.send(&get("/nope", &[])).status, 404);
+    let text = server.send(&get("/metrics", &[])).text().to_string();
+    assert_eq!(
+        metric(&text, "standin_http_responses_total{class=\"4xx\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "vllm:generation_tokens_total{model_name=\"mock-gpt-model\"}"
+        ),
+        0.0
+    );
+}
