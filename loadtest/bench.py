@@ -148,6 +148,12 @@ def main():
             f["server_cpu_us_per_request"], "us", "<= 1.25x")
         row("non-stream c=64: requests/s (standin / floor)", s["request_throughput"], f["request_throughput"],
             "req/s", "")
+        # The same seeded work sent to both at once, interleaved (--compare); they share core 0, so the ratio
+        # is one of efficiency under identical load rather than of separate maxima.
+        both = load(standin.url, secs, plain + ["--compare", floor.url])
+        figures["compare_standin_floor"] = both
+        row("--compare c=64 on a shared core: requests/s (standin / floor)", both["a"]["request_throughput"],
+            both["b"]["request_throughput"], "req/s", "")
         # ~20 tokens: the echo prefix is 12, plus an 8-word prompt.
         words = ["--prompt", "one two three four five six seven eight"]
         st = load(standin.url, secs, ["--stream", "--concurrency", "256"] + words)

@@ -1,11 +1,12 @@
-//! The application: routes requests to endpoints, checks keys, renders every error as OpenAI's envelope
-//! and feeds the access log. It implements the HTTP layer's [`Handler`].
+//! The application: routes requests to endpoints, checks keys, applies CORS and rate limits, renders every
+//! error as OpenAI's envelope and feeds the access log. It implements the HTTP layer's [`Handler`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::auth::Keys;
+use crate::auth::{Caller, Keys};
 use crate::completion;
 use crate::config::Config;
+use crate::cors::Cors;
 use crate::embeddings;
 use crate::faults::{self, Fault, StreamFault};
 use crate::http::{Exchange, Handler, HttpError, Method, Request, Responder};
@@ -14,6 +15,7 @@ use crate::log::AccessLog;
 use crate::metrics::METRICS;
 use crate::models::{echo::Echo, Model, Pace};
 use crate::openai::{chat, models, ApiError};
+use crate::ratelimit::{self, RateLimiter};
 
 const JSON: &str = "application/json";
 
@@ -30,6 +32,10 @@ pub struct App {
     /// Token timing unless a request's headers say otherwise.
     pace: Pace,
     log: Option<AccessLog>,
+    /// Allowed browser origins; `None` sends no CORS headers and leaves `OPTIONS` a 405.
+    cors: Option<Cors>,
+    /// Per-key limits; `None` when both are off.
+    limiter: Option<RateLimiter>,
 }
 
 /// Longest delay a header may ask for: ten minutes, so a typo cannot park a coroutine for days.
@@ -53,6 +59,8 @@ impl App {
                 between: cfg.itl,
             },
             log: (!cfg.quiet).then(AccessLog::start),
+            cors: Cors::new(&cfg.cors_origins),
+            limiter: RateLimiter::new(cfg.rate_limit_rpm, cfg.rate_limit_tpm),
         }
     }
 
@@ -71,9 +79,24 @@ impl App {
             "GET" => matches!(method, Method::Get | Method::Head),
             _ => method == Method::Post,
         };
+        // With CORS on, every route also takes OPTIONS: the preflight.
+        let methods = match (&self.cors, allow) {
+            (None, _) => allow,
+            (Some(_), "GET") => "GET, OPTIONS",
+            (Some(_), _) => "POST, OPTIONS",
+        };
+        if let (Some(cors), Method::Options) = (&self.cors, method) {
+            // A preflight carries no key, by design of the protocol: it is answered before auth.
+            if cors.allow_origin(req.header_str("origin")).is_some() {
+                let requested = req.header_str("access-control-request-headers");
+                cors.add_preflight(methods, requested, res);
+            }
+            res.send(204, "text/plain; charset=utf-8", &[("Allow", methods)]);
+            return Ok(());
+        }
         if !allowed {
             ApiError::method_not_allowed(req.method_str(), path).write_json(res.body());
-            res.send(405, JSON, &[("Allow", allow)]);
+            res.send(405, JSON, &[("Allow", methods)]);
             return Ok(());
         }
         if path == "/health" {
@@ -91,7 +114,10 @@ impl App {
         if path == "/debug/panic" {
             panic!("panic requested through /debug/panic");
         }
-        self.keys.check(req.header("authorization"))?;
+        let caller = self.keys.check(req.header("authorization"))?;
+        if let Some(limiter) = &self.limiter {
+            self.limit(limiter, caller, req, res)?;
+        }
         match path {
             "/v1/embeddings" => {
                 if self.inject(req, &self.models[0], res)?.is_some() {
@@ -145,7 +171,16 @@ impl App {
             Some(Fault::Error(kind)) => {
                 let error = kind.error(model);
                 error.write_json(res.body());
-                res.send(error.status, JSON, kind.headers());
+                if self.limiter.is_some() {
+                    // The response already reports the real limits; the injected numbers would contradict them.
+                    let headers: Vec<(&str, &str)> = (kind.headers().iter())
+                        .filter(|(name, _)| !name.starts_with("x-ratelimit-"))
+                        .copied()
+                        .collect();
+                    res.send(error.status, JSON, &headers);
+                } else {
+                    res.send(error.status, JSON, kind.headers());
+                }
                 Ok(None)
             }
             Some(Fault::Reset) => {
@@ -155,6 +190,35 @@ impl App {
             Some(Fault::Stall) => {
                 res.stall(faults::MAX_STALL);
                 Ok(None)
+            }
+        }
+    }
+
+    /// Applies the caller's rate limits. A `POST` takes one request and its estimated tokens, or is refused
+    /// with a 429 that says when to retry; a `GET` takes nothing. Either way the response reports the limits.
+    fn limit(
+        &self,
+        limiter: &RateLimiter,
+        caller: Caller,
+        req: &Request<'_>,
+        res: &mut Responder<'_>,
+    ) -> Result<(), ApiError> {
+        let now = Instant::now();
+        if req.method() != Method::Post {
+            limiter.peek(caller, now).add_to(res);
+            return Ok(());
+        }
+        let generates = req.path() != "/v1/embeddings";
+        let estimate = ratelimit::estimate(req.body, self.max_json_depth, generates);
+        match limiter.admit(caller, estimate.tokens, now) {
+            Ok(report) => {
+                report.add_to(res);
+                Ok(())
+            }
+            Err(exceeded) => {
+                exceeded.add_to(res);
+                let model = estimate.model.as_deref().unwrap_or(&self.models[0]);
+                Err(exceeded.error(model))
             }
         }
     }
@@ -193,6 +257,10 @@ impl App {
 
 impl Handler for App {
     fn handle(&self, req: &Request<'_>, res: &mut Responder<'_>) {
+        if let Some(cors) = &self.cors {
+            // On every answer, errors included, so a page can read why it failed.
+            cors.add_to(req.header_str("origin"), res);
+        }
         if let Err(error) = self.route(req, res) {
             let body = res.body();
             body.clear();

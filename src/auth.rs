@@ -1,7 +1,18 @@
 //! Bearer-key check for `/v1`: every configured key is compared in constant time (per key length), so
-//! response timing does not reveal how much of a guess was right.
+//! response timing does not reveal how much of a guess was right. The check names the caller by the
+//! position of its key, so per-key state (rate limits) never has to hold a key.
 
 use crate::openai::ApiError;
+
+/// Who sent a request: the configured key it presented, by position, or nobody when the API is open.
+/// Per-key accounting is keyed by this rather than by the key, so no secret is copied or can be logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// The API is open (no keys configured): every request shares one identity, whatever it sends.
+    Anonymous,
+    /// The key at this index of the configured list.
+    Key(usize),
+}
 
 /// The accepted keys; none means the API is open.
 #[derive(Debug, Default, Clone)]
@@ -17,10 +28,10 @@ impl Keys {
         }
     }
 
-    /// Checks an `Authorization` header value.
-    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
+    /// Checks an `Authorization` header value and says whose key it is.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<Caller, ApiError> {
         if self.keys.is_empty() {
-            return Ok(());
+            return Ok(Caller::Anonymous);
         }
         let Some(value) = authorization else {
             return Err(ApiError::unauthorized(
@@ -35,16 +46,16 @@ impl Keys {
                 ))
             }
         };
-        // Every key is compared, and `|` does not short-circuit.
-        let found = self
-            .keys
-            .iter()
-            .fold(false, |found, key| found | constant_time_eq(token, key));
-        if found {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized("Incorrect API key provided."))
+        // Every key is compared: the loop never stops at a match.
+        let mut found = None;
+        for (index, key) in self.keys.iter().enumerate() {
+            if constant_time_eq(token, key) {
+                found = Some(index);
+            }
         }
+        found
+            .map(Caller::Key)
+            .ok_or_else(|| ApiError::unauthorized("Incorrect API key provided."))
     }
 }
 
@@ -63,15 +74,20 @@ mod tests {
 
     #[test]
     fn open_when_no_keys() {
-        assert!(Keys::default().check(None).is_ok());
+        assert_eq!(Keys::default().check(None).unwrap(), Caller::Anonymous);
+        let anything = Keys::default().check(Some(b"Bearer whatever"));
+        assert_eq!(anything.unwrap(), Caller::Anonymous);
     }
 
     #[test]
-    fn accepts_any_configured_key() {
+    fn accepts_any_configured_key_and_names_it() {
         let keys = Keys::new(&["k1".into(), "secret-2".into()]);
-        assert!(keys.check(Some(b"Bearer k1")).is_ok());
-        assert!(keys.check(Some(b"bearer secret-2")).is_ok());
-        assert!(keys.check(Some(b"Bearer  k1 ")).is_ok());
+        assert_eq!(keys.check(Some(b"Bearer k1")).unwrap(), Caller::Key(0));
+        assert_eq!(
+            keys.check(Some(b"bearer secret-2")).unwrap(),
+            Caller::Key(1)
+        );
+        assert_eq!(keys.check(Some(b"Bearer  k1 ")).unwrap(), Caller::Key(0));
     }
 
     #[test]

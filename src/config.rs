@@ -51,6 +51,12 @@ pub struct Config {
     pub quiet: bool,
     /// Serve `POST /debug/panic`, which panics: lets tests prove panic isolation on the real binary.
     pub enable_panic_route: bool,
+    /// Origins whose pages may call the API from a browser (`*` for any); empty means no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Requests per minute per key; 0 means no limit.
+    pub rate_limit_rpm: u64,
+    /// Estimated tokens per minute per key; 0 means no limit.
+    pub rate_limit_tpm: u64,
 }
 
 impl Default for Config {
@@ -69,6 +75,9 @@ impl Default for Config {
             coroutine_pool: DEFAULT_COROUTINE_POOL,
             quiet: false,
             enable_panic_route: false,
+            cors_origins: Vec::new(),
+            rate_limit_rpm: 0,
+            rate_limit_tpm: 0,
         }
     }
 }
@@ -118,6 +127,7 @@ impl Flag {
     pub fn file_key(&self) -> String {
         match self.name {
             "api-key" => "api_keys".to_string(),
+            "cors-origin" => "cors_origins".to_string(),
             name => name.replace('-', "_"),
         }
     }
@@ -240,6 +250,24 @@ pub const FLAGS: &[Flag] = &[
         help: "JSON file with any of these settings (keys in snake_case)",
     },
     Flag {
+        name: "cors-origin",
+        value: Some("ORIGIN"),
+        default: "none",
+        help: "origin allowed to call from a browser (CORS), repeatable; * = any",
+    },
+    Flag {
+        name: "rate-limit-rpm",
+        value: Some("N"),
+        default: "0",
+        help: "requests per minute per key (429 past it); 0 = no limit",
+    },
+    Flag {
+        name: "rate-limit-tpm",
+        value: Some("N"),
+        default: "0",
+        help: "estimated tokens per minute per key (429 past it); 0 = no limit",
+    },
+    Flag {
         name: "enable-panic-route",
         value: None,
         default: "off",
@@ -270,6 +298,10 @@ pub fn help() -> String {
 /// One value given for a flag by one source.
 type Setting = (&'static Flag, Vec<String>);
 
+/// Flags given as lists: repeatable on the command line, comma-separated in the environment, a JSON list
+/// in the file. A source that gives one replaces the list of the sources below it.
+const LIST_FLAGS: &[&str] = &["api-key", "cors-origin"];
+
 /// Reads flags, environment and config file into a `Command`.
 pub fn parse<I, E>(args: I, env: E) -> Result<Command, ConfigError>
 where
@@ -288,7 +320,7 @@ where
     for flag in FLAGS {
         if let Some(v) = env(&flag.env_name()) {
             let values = match flag.name {
-                "api-key" => v
+                name if LIST_FLAGS.contains(&name) => v
                     .split(',')
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
@@ -307,9 +339,12 @@ where
     let mut key_files = Vec::new();
     for source in [from_file, from_env, from_args] {
         let mut keys: Option<Vec<String>> = None;
+        let mut origins: Option<Vec<String>> = None;
         for (flag, values) in source {
             if flag.name == "api-key" {
                 keys.get_or_insert_with(Vec::new).extend(values);
+            } else if flag.name == "cors-origin" {
+                origins.get_or_insert_with(Vec::new).extend(values);
             } else if flag.name == "api-key-file" {
                 key_files = values;
             } else {
@@ -320,6 +355,9 @@ where
         }
         if let Some(keys) = keys {
             cfg.api_keys = keys;
+        }
+        if let Some(origins) = origins {
+            cfg.cors_origins = origins;
         }
     }
     for path in key_files {
@@ -403,7 +441,9 @@ fn parse_file(path: &str) -> Result<Vec<Setting>, ConfigError> {
             serde_json::Value::String(s) => vec![s.clone()],
             serde_json::Value::Number(n) => vec![n.to_string()],
             serde_json::Value::Bool(b) if flag.value.is_none() => vec![b.to_string()],
-            serde_json::Value::Array(items) if matches!(flag.name, "api-key" | "models") => {
+            serde_json::Value::Array(items)
+                if flag.name == "models" || LIST_FLAGS.contains(&flag.name) =>
+            {
                 let strings: Option<Vec<String>> = items
                     .iter()
                     .map(|i| i.as_str().map(str::to_string))
@@ -460,7 +500,9 @@ fn apply(cfg: &mut Config, flag: &Flag, value: &str) -> Result<(), ConfigError> 
         "coroutine-pool" => cfg.coroutine_pool = number(flag, value)?,
         "quiet" => cfg.quiet = switch(flag, value)?,
         "enable-panic-route" => cfg.enable_panic_route = switch(flag, value)?,
-        // `config`, `api-key` and `api-key-file` are handled by `parse`.
+        "rate-limit-rpm" => cfg.rate_limit_rpm = number(flag, value)? as u64,
+        "rate-limit-tpm" => cfg.rate_limit_tpm = number(flag, value)? as u64,
+        // `config`, `api-key`, `api-key-file` and `cors-origin` are handled by `parse`.
         _ => {}
     }
     Ok(())
@@ -527,6 +569,9 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
         .any(|k| k.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
         return fail("api keys must not contain whitespace or control characters");
+    }
+    for origin in &cfg.cors_origins {
+        crate::cors::check_origin(origin).map_err(ConfigError)?;
     }
     Ok(())
 }
@@ -678,6 +723,77 @@ mod tests {
                 .enable_panic_route
         );
         assert!(run(&[], &[("STANDIN_STRICT_MODELS", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn cors_origin_repeats_env_splits_and_file_lists() {
+        let cfg = run(
+            &["--cors-origin", "https://a.example", "--cors-origin=*"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.cors_origins, vec!["https://a.example", "*"]);
+        assert!(run(&[], &[]).unwrap().cors_origins.is_empty());
+        let from_env = run(
+            &[],
+            &[(
+                "STANDIN_CORS_ORIGIN",
+                "http://localhost:5173, https://b.example",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            from_env.cors_origins,
+            vec!["http://localhost:5173", "https://b.example"]
+        );
+        let path = temp_file("cors.json", r#"{"cors_origins":["https://f.example"]}"#);
+        let cfg = run(&["--config", &path], &[]).unwrap();
+        assert_eq!(cfg.cors_origins, vec!["https://f.example"]);
+        // Flags replace the file's list.
+        let cfg = run(&["--config", &path, "--cors-origin", "*"], &[]).unwrap();
+        assert_eq!(cfg.cors_origins, vec!["*"]);
+        let err = run(&["--cors-origin", "a.example/path"], &[]).unwrap_err();
+        assert!(err.0.contains("--cors-origin"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_rpm_flag() {
+        assert_eq!(run(&[], &[]).unwrap().rate_limit_rpm, 0);
+        assert_eq!(
+            run(&["--rate-limit-rpm", "60"], &[])
+                .unwrap()
+                .rate_limit_rpm,
+            60
+        );
+        assert_eq!(
+            run(&[], &[("STANDIN_RATE_LIMIT_RPM", "3")])
+                .unwrap()
+                .rate_limit_rpm,
+            3
+        );
+        let path = temp_file("rpm.json", r#"{"rate_limit_rpm":500}"#);
+        assert_eq!(run(&["--config", &path], &[]).unwrap().rate_limit_rpm, 500);
+        assert!(run(&["--rate-limit-rpm", "-1"], &[]).is_err());
+    }
+
+    #[test]
+    fn rate_limit_tpm_flag() {
+        assert_eq!(run(&[], &[]).unwrap().rate_limit_tpm, 0);
+        assert_eq!(
+            run(&["--rate-limit-tpm=150000"], &[])
+                .unwrap()
+                .rate_limit_tpm,
+            150_000
+        );
+        assert_eq!(
+            run(&[], &[("STANDIN_RATE_LIMIT_TPM", "90")])
+                .unwrap()
+                .rate_limit_tpm,
+            90
+        );
+        let path = temp_file("tpm.json", r#"{"rate_limit_tpm":1000}"#);
+        assert_eq!(run(&["--config", &path], &[]).unwrap().rate_limit_tpm, 1000);
+        assert!(run(&["--rate-limit-tpm", "many"], &[]).is_err());
     }
 
     #[test]

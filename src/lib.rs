@@ -5,7 +5,8 @@
 //! - [`openai`]: wire types, validation, the error envelope. Knows nothing of sockets.
 //! - [`models`]: turn a prompt into text and tokens. Know neither.
 //! - [`app`] routes and authenticates; [`completion`] joins the three for one chat completion;
-//!   [`faults`] injects failures by header; [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
+//!   [`faults`] injects failures by header; [`cors`] and [`ratelimit`] add CORS and per-key limits;
+//!   [`metrics`] serves Prometheus text; [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -14,6 +15,7 @@ pub mod app;
 pub mod auth;
 pub mod completion;
 pub mod config;
+pub mod cors;
 pub mod embeddings;
 pub mod faults;
 pub mod http;
@@ -23,6 +25,7 @@ pub mod log;
 pub mod metrics;
 pub mod models;
 pub mod openai;
+pub mod ratelimit;
 pub mod server;
 
 use std::io::Write;

@@ -13,6 +13,8 @@ mod auth;
 mod cli;
 #[path = "suite/connection.rs"]
 mod connection;
+#[path = "suite/cors.rs"]
+mod cors;
 #[path = "suite/framing.rs"]
 mod framing;
 #[path = "suite/limits.rs"]
@@ -23,6 +25,8 @@ mod malformed;
 mod metrics;
 #[path = "suite/pacing.rs"]
 mod pacing;
+#[path = "suite/ratelimit.rs"]
+mod ratelimit;
 #[path = "suite/resilience.rs"]
 mod resilience;
 #[path = "suite/routes.rs"]

@@ -112,7 +112,11 @@ pub(crate) fn write_head(
     w.extend_from_slice(date);
     w.extend_from_slice(b"\r\nContent-Type: ");
     w.extend_from_slice(head.content_type.as_bytes());
-    if let Some(len) = head.length {
+    // RFC 9110 8.6: a 204 (or 1xx) must not carry Content-Length.
+    if let Some(len) = head
+        .length
+        .filter(|_| head.status >= 200 && head.status != 204)
+    {
         w.extend_from_slice(b"\r\nContent-Length: ");
         w.extend_from_slice(num.format(len).as_bytes());
     }
@@ -176,6 +180,9 @@ pub struct Responder<'c> {
     minor_version: u8,
     keep_alive: bool,
     head_only: bool,
+    /// Header lines (`name: value\r\n`) from [`Responder::add_headers`], written after the ones `send` or
+    /// `start_sse` are given. Empty, and never allocated, unless the handler adds some.
+    added_headers: Vec<u8>,
 }
 
 impl<'c> Responder<'c> {
@@ -194,6 +201,23 @@ impl<'c> Responder<'c> {
             minor_version,
             keep_alive,
             head_only,
+            added_headers: Vec::new(),
+        }
+    }
+
+    /// Adds headers to whatever response this exchange sends, through [`Responder::send`] or
+    /// [`Responder::start_sse`] and by whichever code sends it: headers that concern every response (CORS,
+    /// rate limits) are set once by the application and reach replies written deep inside an endpoint.
+    /// A header whose name or value holds CR or LF is dropped, so it can never split the head.
+    pub fn add_headers(&mut self, headers: &[(&str, &str)]) {
+        for (name, value) in headers {
+            if name.contains(['\r', '\n']) || value.contains(['\r', '\n']) {
+                continue;
+            }
+            self.added_headers.extend_from_slice(name.as_bytes());
+            self.added_headers.extend_from_slice(b": ");
+            self.added_headers.extend_from_slice(value.as_bytes());
+            self.added_headers.extend_from_slice(b"\r\n");
         }
     }
 
@@ -233,6 +257,12 @@ impl<'c> Responder<'c> {
             request_id: self.request_id,
         };
         write_head(&mut out.wbuf, out.date.now(), &head, extra);
+        if !self.added_headers.is_empty() {
+            // Before the head's final blank line.
+            out.wbuf.truncate(out.wbuf.len() - 2);
+            out.wbuf.extend_from_slice(&self.added_headers);
+            out.wbuf.extend_from_slice(b"\r\n");
+        }
         if !self.head_only {
             out.wbuf.extend_from_slice(&out.body);
         }
@@ -274,6 +304,12 @@ impl<'c> Responder<'c> {
         let n = extra.len().min(7);
         headers[1..=n].copy_from_slice(&extra[..n]);
         write_head(&mut out.wbuf, out.date.now(), &head, &headers[..=n]);
+        if !self.added_headers.is_empty() {
+            // Before the head's final blank line.
+            out.wbuf.truncate(out.wbuf.len() - 2);
+            out.wbuf.extend_from_slice(&self.added_headers);
+            out.wbuf.extend_from_slice(b"\r\n");
+        }
         self.state = State::Streaming(status);
         out.open_stream = true;
         SseWriter::new(out, chunked)
@@ -318,6 +354,22 @@ mod tests {
         assert!(text.contains("\r\nAllow: POST\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
         assert!(!text.contains("Connection"));
+    }
+
+    #[test]
+    fn no_content_length_on_204() {
+        let mut w = Vec::new();
+        let head = HeadOptions {
+            status: 204,
+            content_type: "text/plain",
+            length: Some(0),
+            chunked: false,
+            keep_alive: true,
+            minor_version: 1,
+            request_id: "r",
+        };
+        write_head(&mut w, b"Thu, 01 Jan 1970 00:00:00 GMT", &head, &[]);
+        assert!(!String::from_utf8(w).unwrap().contains("Content-Length"));
     }
 
     #[test]
