@@ -10,6 +10,7 @@ use crate::cors::Cors;
 use crate::embeddings;
 use crate::faults::{self, Fault, StreamFault};
 use crate::http::{Exchange, Handler, HttpError, Method, Request, Responder};
+use crate::ids;
 use crate::legacy;
 use crate::log::AccessLog;
 use crate::metrics::METRICS;
@@ -22,6 +23,8 @@ const JSON: &str = "application/json";
 /// Shared, read-only state of a running server.
 pub struct App {
     keys: Keys,
+    /// Failures injected at random (`--fail-rate`).
+    fail_rates: faults::Rates,
     models: Vec<String>,
     strict_models: bool,
     max_json_depth: usize,
@@ -46,6 +49,7 @@ impl App {
     pub fn new(cfg: &Config) -> Self {
         App {
             keys: Keys::new(&cfg.api_keys),
+            fail_rates: cfg.fail_rates.clone(),
             models: cfg.models.clone(),
             strict_models: cfg.strict_models,
             max_json_depth: cfg.max_json_depth,
@@ -165,7 +169,15 @@ impl App {
         model: &str,
         res: &mut Responder<'_>,
     ) -> Result<Option<Option<StreamFault>>, ApiError> {
-        match faults::parse(req.header(faults::HEADER))? {
+        let fault = match faults::parse(req.header(faults::HEADER))? {
+            Some(fault) => Some(fault),
+            None if self.fail_rates.is_empty() => None,
+            // A fresh 53-bit draw per request from the id generator: no RNG state to share or lock.
+            None => self
+                .fail_rates
+                .pick((ids::next() >> 11) as f64 / (1u64 << 53) as f64),
+        };
+        match fault {
             None => Ok(Some(None)),
             Some(Fault::Stream(fault)) => Ok(Some(Some(fault))),
             Some(Fault::Error(kind)) => {

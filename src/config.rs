@@ -53,6 +53,8 @@ pub struct Config {
     pub enable_panic_route: bool,
     /// Origins whose pages may call the API from a browser (`*` for any); empty means no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Failures injected at random into requests without an `x-standin-fail` header.
+    pub fail_rates: crate::faults::Rates,
     /// Requests per minute per key; 0 means no limit.
     pub rate_limit_rpm: u64,
     /// Estimated tokens per minute per key; 0 means no limit.
@@ -76,6 +78,7 @@ impl Default for Config {
             quiet: false,
             enable_panic_route: false,
             cors_origins: Vec::new(),
+            fail_rates: crate::faults::Rates::default(),
             rate_limit_rpm: 0,
             rate_limit_tpm: 0,
         }
@@ -128,6 +131,7 @@ impl Flag {
         match self.name {
             "api-key" => "api_keys".to_string(),
             "cors-origin" => "cors_origins".to_string(),
+            "fail-rate" => "fail_rates".to_string(),
             name => name.replace('-', "_"),
         }
     }
@@ -250,6 +254,12 @@ pub const FLAGS: &[Flag] = &[
         help: "JSON file with any of these settings (keys in snake_case)",
     },
     Flag {
+        name: "fail-rate",
+        value: Some("KIND=P"),
+        default: "none",
+        help: "inject x-standin-fail KIND into a fraction P of requests, repeatable",
+    },
+    Flag {
         name: "cors-origin",
         value: Some("ORIGIN"),
         default: "none",
@@ -300,7 +310,7 @@ type Setting = (&'static Flag, Vec<String>);
 
 /// Flags given as lists: repeatable on the command line, comma-separated in the environment, a JSON list
 /// in the file. A source that gives one replaces the list of the sources below it.
-const LIST_FLAGS: &[&str] = &["api-key", "cors-origin"];
+const LIST_FLAGS: &[&str] = &["api-key", "cors-origin", "fail-rate"];
 
 /// Reads flags, environment and config file into a `Command`.
 pub fn parse<I, E>(args: I, env: E) -> Result<Command, ConfigError>
@@ -340,11 +350,14 @@ where
     for source in [from_file, from_env, from_args] {
         let mut keys: Option<Vec<String>> = None;
         let mut origins: Option<Vec<String>> = None;
+        let mut rates: Option<Vec<String>> = None;
         for (flag, values) in source {
             if flag.name == "api-key" {
                 keys.get_or_insert_with(Vec::new).extend(values);
             } else if flag.name == "cors-origin" {
                 origins.get_or_insert_with(Vec::new).extend(values);
+            } else if flag.name == "fail-rate" {
+                rates.get_or_insert_with(Vec::new).extend(values);
             } else if flag.name == "api-key-file" {
                 key_files = values;
             } else {
@@ -358,6 +371,9 @@ where
         }
         if let Some(origins) = origins {
             cfg.cors_origins = origins;
+        }
+        if let Some(rates) = rates {
+            cfg.fail_rates = crate::faults::Rates::parse(&rates).map_err(ConfigError)?;
         }
     }
     for path in key_files {
@@ -711,6 +727,27 @@ mod tests {
         assert!(run(&["--stack-size=1000"], &[]).is_err());
         assert!(run(&["--max-json-depth=500"], &[]).is_err());
         assert!(run(&["--idle-timeout-ms=0"], &[]).is_err());
+    }
+
+    #[test]
+    fn fail_rate_flag_env_and_file() {
+        let cfg = run(&["--fail-rate", "429=0.1", "--fail-rate", "reset=0.2"], &[]).unwrap();
+        assert_eq!(
+            cfg.fail_rates.pick(0.05),
+            Some(crate::faults::Fault::Error(
+                crate::faults::Injected::RateLimited
+            ))
+        );
+        assert_eq!(cfg.fail_rates.pick(0.25), Some(crate::faults::Fault::Reset));
+        assert_eq!(cfg.fail_rates.pick(0.5), None);
+        let env = run(&[], &[("STANDIN_FAIL_RATE", "500=1")]).unwrap();
+        assert!(env.fail_rates.pick(0.99).is_some());
+        let path = temp_file("rates.json", r#"{"fail_rates":["503=0.5"]}"#);
+        assert!(!run(&["--config", &path], &[])
+            .unwrap()
+            .fail_rates
+            .is_empty());
+        assert!(run(&["--fail-rate", "429=1.5"], &[]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a client's retry, timeout and error handling can be tested against the real thing. Kinds before the
 //! response: `429`, `500`, `503`, `context_length`, `401`, `404`, `reset`, `stall`; after the stream
 //! started: `stream-error`, `stream-cut:K`, `stream-stall`, `no-done` (streaming requests only).
+//! `--fail-rate KIND=P` injects the same kinds at random into requests that carry no header.
 
 use std::time::Duration;
 
@@ -88,6 +89,51 @@ pub fn parse(value: Option<&[u8]>) -> Result<Option<Fault>, ApiError> {
     Ok(Some(fault))
 }
 
+/// Failures injected at random, each kind with its probability (together at most 1): `--fail-rate KIND=P`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rates(Vec<(Fault, f64)>);
+
+impl Rates {
+    /// Reads `KIND=P` items, e.g. `429=0.05`, `stream-cut:3=0.01`.
+    pub fn parse(items: &[String]) -> Result<Rates, String> {
+        let mut rates = Vec::new();
+        for item in items {
+            let bad =
+                || format!("`--fail-rate` wants KIND=PROBABILITY (e.g. 429=0.05), got `{item}`");
+            let (kind, p) = item.rsplit_once('=').ok_or_else(bad)?;
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=1.0).contains(&p) {
+                return Err(bad());
+            }
+            let fault = parse(Some(kind.trim().as_bytes()))
+                .map_err(|e| e.message.to_string())?
+                .ok_or_else(bad)?;
+            rates.push((fault, p));
+        }
+        if rates.iter().map(|(_, p)| p).sum::<f64>() > 1.0 + 1e-9 {
+            return Err("`--fail-rate` probabilities add up to more than 1".into());
+        }
+        Ok(Rates(rates))
+    }
+
+    /// The failure for a request whose uniform draw in [0, 1) is `u`, if any.
+    pub fn pick(&self, u: f64) -> Option<Fault> {
+        let mut edge = 0.0;
+        for (fault, p) in &self.0 {
+            edge += p;
+            if u < edge {
+                return Some(*fault);
+            }
+        }
+        None
+    }
+
+    /// No random failures configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Injected {
     /// The error, as OpenAI words it, for a request to `model`.
     pub fn error(self, model: &str) -> ApiError {
@@ -166,6 +212,21 @@ mod tests {
             let e = parse(Some(bad.as_bytes())).unwrap_err();
             assert_eq!((e.status, e.code), (400, Some("invalid_value")), "{bad}");
         }
+    }
+
+    #[test]
+    fn rates_parse_and_pick_by_cumulative_probability() {
+        let items = ["429=0.25".to_string(), "stream-cut:2=0.5".to_string()];
+        let rates = Rates::parse(&items).unwrap();
+        assert_eq!(rates.pick(0.1), Some(Fault::Error(Injected::RateLimited)));
+        assert_eq!(rates.pick(0.3), Some(Fault::Stream(StreamFault::Cut(2))));
+        assert_eq!(rates.pick(0.8), None);
+        assert!(Rates::parse(&[]).unwrap().is_empty());
+        for bad in ["429", "429=2", "429=x", "teapot=0.1"] {
+            assert!(Rates::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
+        let over = ["500=0.6".to_string(), "503=0.6".to_string()];
+        assert!(Rates::parse(&over).is_err());
     }
 
     #[test]

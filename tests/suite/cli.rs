@@ -216,3 +216,22 @@ fn a_second_server_on_a_busy_port_fails_to_start() {
     assert!(second.stderr.contains("in use"), "{}", second.stderr);
     first.assert_alive();
 }
+
+#[test]
+fn fail_rate_injects_failures_without_a_header() {
+    use crate::support::{chat, chat_body};
+    let server = Server::start(&["--fail-rate", "503=1"]);
+    for _ in 0..3 {
+        let resp = server.send(&chat(&chat_body("x"), &[]));
+        resp.assert_error(503, Some("service_unavailable"));
+    }
+    // A request's own header wins over the random draw.
+    let resp = server.send(&chat(&chat_body("x"), &[("x-standin-fail", "404")]));
+    resp.assert_error(404, Some("model_not_found"));
+    let half = Server::start(&["--fail-rate", "500=0.5"]);
+    let failed = (0..60)
+        .filter(|_| half.send(&chat(&chat_body("x"), &[])).status == 500)
+        .count();
+    // 60 draws at p = 0.5: outside 10..=50 has probability below 1e-7.
+    assert!((10..=50).contains(&failed), "{failed} of 60 failed");
+}
