@@ -3,6 +3,9 @@
 
 pub mod echo;
 pub mod embed;
+pub mod logprobs;
+pub mod schema;
+pub mod structured;
 pub mod tokens;
 
 use std::time::Duration;

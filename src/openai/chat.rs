@@ -15,6 +15,10 @@ use super::json::{self, array, boolean, integer, number, object, string};
 pub const MAX_CHOICES: i64 = 128;
 /// Most stop sequences (the spec's `maxItems`).
 pub const MAX_STOP: usize = 4;
+/// Most tools one request may offer (OpenAI's limit).
+pub const MAX_TOOLS: usize = 128;
+/// Most alternatives per token (`top_logprobs`, the spec's maximum).
+pub const MAX_TOP_LOGPROBS: i64 = 20;
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +65,54 @@ pub struct ChatRequest<'a> {
     pub include_usage: bool,
     /// Sampling seed, if any.
     pub seed: Option<i64>,
+    /// The function tools offered, in order (custom tools are checked, then left out: nothing calls them).
+    pub tools: Vec<Tool<'a>>,
+    /// `tool_choice`; absent: `auto` with tools, `none` without.
+    pub tool_choice: ToolChoice,
+    /// `parallel_tool_calls` (default true): more than one call per reply allowed.
+    pub parallel_tool_calls: bool,
+    /// `response_format`.
+    pub response_format: ResponseFormat<'a>,
+    /// With `logprobs: true`, how many alternatives per token (`top_logprobs`, default 0); else `None`.
+    pub logprobs: Option<u8>,
+}
+
+/// A function tool.
+#[derive(Debug, Clone)]
+pub struct Tool<'a> {
+    /// `function.name`, checked against the spec's pattern.
+    pub name: Cow<'a, str>,
+    /// `function.parameters`, a JSON Schema object kept raw; `None` when absent.
+    pub parameters: Option<&'a RawValue>,
+    /// False when an `allowed_tools` choice leaves it out.
+    pub allowed: bool,
+}
+
+/// `tool_choice`, resolved against the tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// `none`: answer with text.
+    None,
+    /// `auto` (or `allowed_tools` in mode `auto`): the model decides.
+    Auto,
+    /// `required` (or `allowed_tools` in mode `required`): call at least one tool.
+    Required,
+    /// `{"type":"function","function":{"name":…}}`: call this tool (an index into `tools`).
+    Function(usize),
+}
+
+/// `response_format`.
+#[derive(Debug, Clone, Copy)]
+pub enum ResponseFormat<'a> {
+    /// `text` (the default).
+    Text,
+    /// `json_object`: any JSON object.
+    JsonObject,
+    /// `json_schema`: JSON valid for `schema` (absent: any JSON object).
+    JsonSchema {
+        /// `json_schema.schema`, kept raw.
+        schema: Option<&'a RawValue>,
+    },
 }
 
 /// The fields the spec defines, each kept raw until checked, so a type error can name its field.
@@ -154,10 +206,57 @@ struct RawStreamOptions<'a> {
     include_obfuscation: Option<&'a RawValue>,
 }
 
+/// A tool, or a tool choice: `type` and the member named after it.
 #[derive(Deserialize)]
-struct RawTyped<'a> {
+struct RawTool<'a> {
     #[serde(borrow, rename = "type")]
     kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function: Option<&'a RawValue>,
+    #[serde(borrow)]
+    custom: Option<&'a RawValue>,
+    #[serde(borrow)]
+    allowed_tools: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawFunction<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(borrow)]
+    strict: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawAllowedTools<'a> {
+    #[serde(borrow)]
+    mode: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawResponseFormat<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    json_schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawJsonSchema<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow)]
+    schema: Option<&'a RawValue>,
+    #[serde(borrow)]
+    strict: Option<&'a RawValue>,
 }
 
 /// A field path such as `messages[3].content[1].text`, formatted only when an error needs it, so a valid
@@ -279,16 +378,30 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError>
     ] {
         value.map(|v| string(v, param)).transpose()?;
     }
-    for (value, param) in [
-        (raw.logprobs, "logprobs"),
-        (raw.parallel_tool_calls, "parallel_tool_calls"),
-        (raw.store, "store"),
-    ] {
-        value.map(|v| boolean(v, param)).transpose()?;
-    }
-    raw.top_logprobs
-        .map(|v| integer(v, "top_logprobs", 0, 20))
+    raw.store.map(|v| boolean(v, "store")).transpose()?;
+    let parallel_tool_calls = raw
+        .parallel_tool_calls
+        .map(|v| boolean(v, "parallel_tool_calls"))
+        .transpose()?
+        .unwrap_or(true);
+    let logprobs = raw
+        .logprobs
+        .map(|v| boolean(v, "logprobs"))
+        .transpose()?
+        .unwrap_or(false);
+    let top_logprobs = raw
+        .top_logprobs
+        .map(|v| integer(v, "top_logprobs", 0, MAX_TOP_LOGPROBS))
         .transpose()?;
+    if top_logprobs.is_some() && !logprobs {
+        // As OpenAI: alternatives are only given with the log probabilities themselves.
+        let message = "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.";
+        return Err(ApiError::invalid(
+            message,
+            Some("top_logprobs"),
+            "invalid_value",
+        ));
+    }
     if let Some(bias) = raw.logit_bias {
         let bias: std::collections::HashMap<Cow<'_, str>, &RawValue> = object(bias, "logit_bias")?;
         for value in bias.values() {
@@ -302,19 +415,12 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError>
             string(value, "metadata")?;
         }
     }
-    check_tools(raw.tools, raw.tool_choice)?;
-    if let Some(format) = raw.response_format {
-        let format: RawTyped<'_> = object(format, "response_format")?;
-        let kind = format.kind.ok_or_else(|| missing("response_format.type"))?;
-        let kind = string(kind, "response_format.type")?;
-        if !matches!(&*kind, "text" | "json_object" | "json_schema") {
-            return Err(json::out_of_range(
-                "response_format.type",
-                "one of text, json_object, json_schema",
-                &kind,
-            ));
-        }
-    }
+    let (tools, tool_choice) = parse_tools(raw.tools, raw.tool_choice)?;
+    let response_format = raw
+        .response_format
+        .map(parse_response_format)
+        .transpose()?
+        .unwrap_or(ResponseFormat::Text);
     one_of(
         raw.service_tier,
         "service_tier",
@@ -339,6 +445,11 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError>
         stream,
         include_usage,
         seed,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        response_format,
+        logprobs: logprobs.then_some(top_logprobs.unwrap_or(0) as u8),
     })
 }
 
@@ -481,31 +592,232 @@ fn parse_content<'a>(
     Ok(text)
 }
 
-fn check_tools(tools: Option<&RawValue>, choice: Option<&RawValue>) -> Result<(), ApiError> {
+/// Names of functions and response formats: the spec's `^[a-zA-Z0-9_-]{1,64}$`.
+fn check_name(raw: &RawValue, param: impl fmt::Display + Copy) -> Result<Cow<'_, str>, ApiError> {
+    let name = string(raw, param)?;
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        let rule = "of 1 to 64 letters, digits, underscores or dashes";
+        return Err(json::out_of_range(param, rule, format!("'{name}'")));
+    }
+    Ok(name)
+}
+
+/// The function tools (custom ones are checked and left out) and the tool choice resolved against them.
+fn parse_tools<'a>(
+    tools: Option<&'a RawValue>,
+    choice: Option<&'a RawValue>,
+) -> Result<(Vec<Tool<'a>>, ToolChoice), ApiError> {
+    let mut functions = Vec::new();
+    let mut offered = false;
     if let Some(tools) = tools {
-        for (i, tool) in array(tools, "tools")?.into_iter().enumerate() {
-            let tool: RawTyped<'_> = object(tool, At::item("tools", i, ""))?;
-            let kind = tool
-                .kind
-                .ok_or_else(|| missing(At::item("tools", i, ".type")))?;
-            string(kind, At::item("tools", i, ".type"))?;
+        let items = array(tools, "tools")?;
+        if items.len() > MAX_TOOLS {
+            return Err(json::out_of_range(
+                "tools",
+                &format!("with at most {MAX_TOOLS} items"),
+                format!("{} items", items.len()),
+            ));
+        }
+        offered = !items.is_empty();
+        for (i, tool) in items.into_iter().enumerate() {
+            let at = |field: &'static str| At::item("tools", i, field);
+            let tool: RawTool<'_> = object(tool, at(""))?;
+            let kind = tool.kind.ok_or_else(|| missing(at(".type")))?;
+            match &*string(kind, at(".type"))? {
+                "function" => {
+                    let function = tool.function.ok_or_else(|| missing(at(".function")))?;
+                    let function: RawFunction<'_> = object(function, at(".function"))?;
+                    let name = function.name.ok_or_else(|| missing(at(".function.name")))?;
+                    let name = check_name(name, at(".function.name"))?;
+                    if let Some(description) = function.description {
+                        string(description, at(".function.description"))?;
+                    }
+                    if let Some(parameters) = function.parameters {
+                        let _: &RawValue = object(parameters, at(".function.parameters"))?;
+                    }
+                    if let Some(strict) = function.strict {
+                        boolean(strict, at(".function.strict"))?;
+                    }
+                    functions.push(Tool {
+                        name,
+                        parameters: function.parameters,
+                        allowed: true,
+                    });
+                }
+                "custom" => {
+                    let custom = tool.custom.ok_or_else(|| missing(at(".custom")))?;
+                    let custom: RawFunction<'_> = object(custom, at(".custom"))?;
+                    let name = custom.name.ok_or_else(|| missing(at(".custom.name")))?;
+                    string(name, at(".custom.name"))?;
+                }
+                other => {
+                    let rule = "one of function, custom";
+                    return Err(json::out_of_range(at(".type"), rule, format!("'{other}'")));
+                }
+            }
         }
     }
-    if let Some(choice) = choice {
-        if choice.get().starts_with('"') {
-            let s = string(choice, "tool_choice")?;
-            if !matches!(&*s, "none" | "auto" | "required") {
+    let default = if offered {
+        ToolChoice::Auto
+    } else {
+        ToolChoice::None
+    };
+    let Some(choice) = choice else {
+        return Ok((functions, default));
+    };
+    let choice = if choice.get().starts_with('"') {
+        match &*string(choice, "tool_choice")? {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
                 return Err(json::out_of_range(
                     "tool_choice",
                     "one of none, auto, required or an object",
-                    format!("'{s}'"),
-                ));
+                    format!("'{other}'"),
+                ))
             }
-        } else {
-            let _: RawTyped<'_> = object(choice, "tool_choice")?;
         }
+    } else {
+        parse_tool_choice(choice, &mut functions)?
+    };
+    if choice == ToolChoice::Required && !functions.iter().any(|f| f.allowed) {
+        let message = "Invalid value for 'tool_choice': 'required' needs at least one function in 'tools' to call.";
+        return Err(ApiError::invalid(
+            message,
+            Some("tool_choice"),
+            "invalid_value",
+        ));
     }
-    Ok(())
+    Ok((functions, choice))
+}
+
+/// An object `tool_choice`: a named function, or `allowed_tools` (which marks the others not allowed).
+fn parse_tool_choice(
+    choice: &RawValue,
+    functions: &mut [Tool<'_>],
+) -> Result<ToolChoice, ApiError> {
+    let choice: RawTool<'_> = object(choice, "tool_choice")?;
+    let kind = choice.kind.ok_or_else(|| missing("tool_choice.type"))?;
+    let find = |name: &str, functions: &[Tool<'_>]| {
+        functions
+            .iter()
+            .position(|f| f.name == name)
+            .ok_or_else(|| {
+                let message = format!(
+                    "Invalid value for 'tool_choice': no function named '{name}' in 'tools'."
+                );
+                ApiError::invalid(message, Some("tool_choice"), "invalid_value")
+            })
+    };
+    match &*string(kind, "tool_choice.type")? {
+        "function" => {
+            let function = choice
+                .function
+                .ok_or_else(|| missing("tool_choice.function"))?;
+            let function: RawFunction<'_> = object(function, "tool_choice.function")?;
+            let name = function
+                .name
+                .ok_or_else(|| missing("tool_choice.function.name"))?;
+            let name = string(name, "tool_choice.function.name")?;
+            Ok(ToolChoice::Function(find(&name, functions)?))
+        }
+        "allowed_tools" => {
+            let allowed = choice
+                .allowed_tools
+                .ok_or_else(|| missing("tool_choice.allowed_tools"))?;
+            let allowed: RawAllowedTools<'_> = object(allowed, "tool_choice.allowed_tools")?;
+            let mode = allowed
+                .mode
+                .ok_or_else(|| missing("tool_choice.allowed_tools.mode"))?;
+            let mode = match &*string(mode, "tool_choice.allowed_tools.mode")? {
+                "auto" => ToolChoice::Auto,
+                "required" => ToolChoice::Required,
+                other => {
+                    return Err(json::out_of_range(
+                        "tool_choice.allowed_tools.mode",
+                        "one of auto, required",
+                        format!("'{other}'"),
+                    ))
+                }
+            };
+            let list = allowed
+                .tools
+                .ok_or_else(|| missing("tool_choice.allowed_tools.tools"))?;
+            let mut keep = vec![false; functions.len()];
+            for (i, tool) in array(list, "tool_choice.allowed_tools.tools")?
+                .into_iter()
+                .enumerate()
+            {
+                let at =
+                    |field: &'static str| At::item("tool_choice.allowed_tools.tools", i, field);
+                let tool: RawTool<'_> = object(tool, at(""))?;
+                // Only functions can be called; custom tools listed here change nothing.
+                if let Some(function) = tool.function {
+                    let function: RawFunction<'_> = object(function, at(".function"))?;
+                    let name = function.name.ok_or_else(|| missing(at(".function.name")))?;
+                    keep[find(&string(name, at(".function.name"))?, functions)?] = true;
+                }
+            }
+            for (function, keep) in functions.iter_mut().zip(keep) {
+                function.allowed = keep;
+            }
+            Ok(mode)
+        }
+        "custom" => {
+            let message = "Invalid value for 'tool_choice': standin does not call custom tools; name a function or use 'auto', 'required' or 'none'.";
+            Err(ApiError::invalid(
+                message,
+                Some("tool_choice"),
+                "invalid_value",
+            ))
+        }
+        other => Err(json::out_of_range(
+            "tool_choice.type",
+            "one of function, allowed_tools, custom",
+            format!("'{other}'"),
+        )),
+    }
+}
+
+fn parse_response_format(raw: &RawValue) -> Result<ResponseFormat<'_>, ApiError> {
+    let format: RawResponseFormat<'_> = object(raw, "response_format")?;
+    let kind = format.kind.ok_or_else(|| missing("response_format.type"))?;
+    match &*string(kind, "response_format.type")? {
+        "text" => Ok(ResponseFormat::Text),
+        "json_object" => Ok(ResponseFormat::JsonObject),
+        "json_schema" => {
+            let spec = format
+                .json_schema
+                .ok_or_else(|| missing("response_format.json_schema"))?;
+            let spec: RawJsonSchema<'_> = object(spec, "response_format.json_schema")?;
+            let name = spec
+                .name
+                .ok_or_else(|| missing("response_format.json_schema.name"))?;
+            check_name(name, "response_format.json_schema.name")?;
+            if let Some(description) = spec.description {
+                string(description, "response_format.json_schema.description")?;
+            }
+            if let Some(schema) = spec.schema {
+                let _: &RawValue = object(schema, "response_format.json_schema.schema")?;
+            }
+            if let Some(strict) = spec.strict {
+                boolean(strict, "response_format.json_schema.strict")?;
+            }
+            Ok(ResponseFormat::JsonSchema {
+                schema: spec.schema,
+            })
+        }
+        other => Err(json::out_of_range(
+            "response_format.type",
+            "one of text, json_object, json_schema",
+            other,
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -539,7 +851,7 @@ mod tests {
         let body = format!(
             r#"{{"model":"m",{HI},"max_tokens":5,"max_completion_tokens":3,"n":2,"stop":["a","b"],"stream":true,
             "stream_options":{{"include_usage":true}},"temperature":0.5,"top_p":1,"frequency_penalty":-2,
-            "presence_penalty":2,"seed":-7,"user":"u","logprobs":false,"top_logprobs":3,"logit_bias":{{"50256":-100}},
+            "presence_penalty":2,"seed":-7,"user":"u","logprobs":true,"top_logprobs":3,"logit_bias":{{"50256":-100}},
             "tools":[{{"type":"function","function":{{"name":"f"}}}}],"tool_choice":"auto","parallel_tool_calls":true,
             "response_format":{{"type":"json_object"}},"metadata":{{"k":"v"}},"store":false,"service_tier":"auto",
             "unknown_field":{{"deep":[1,2,3]}}}}"#
@@ -551,6 +863,210 @@ mod tests {
             (2, true, true, Some(-7))
         );
         assert_eq!(req.stop, vec!["a", "b"]);
+        assert_eq!(req.logprobs, Some(3));
+        assert_eq!(req.tools.len(), 1);
+        assert_eq!(req.tool_choice, ToolChoice::Auto);
+        assert!(req.parallel_tool_calls);
+        assert!(matches!(req.response_format, ResponseFormat::JsonObject));
+    }
+
+    fn tools_body(extra: &str) -> String {
+        format!(
+            r#"{{"model":"m",{HI},"tools":[
+            {{"type":"function","function":{{"name":"get_weather","parameters":{{"type":"object"}}}}}},
+            {{"type":"custom","custom":{{"name":"free_text"}}}},
+            {{"type":"function","function":{{"name":"get-time","strict":true}}}}]{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn tools_and_choices_are_kept() {
+        let body = tools_body("");
+        let req = ok(&body);
+        let names: Vec<&str> = req.tools.iter().map(|t| &*t.name).collect();
+        assert_eq!(names, ["get_weather", "get-time"]);
+        assert_eq!(
+            req.tools[0].parameters.map(|p| p.get()),
+            Some(r#"{"type":"object"}"#)
+        );
+        assert!(req.tools[1].parameters.is_none());
+        assert_eq!(req.tool_choice, ToolChoice::Auto);
+        let cases = [
+            (r#","tool_choice":"none""#, ToolChoice::None),
+            (r#","tool_choice":"required""#, ToolChoice::Required),
+            (
+                r#","tool_choice":{"type":"function","function":{"name":"get-time"}}"#,
+                ToolChoice::Function(1),
+            ),
+        ];
+        for (extra, choice) in cases {
+            let body = tools_body(extra);
+            assert_eq!(ok(&body).tool_choice, choice, "{extra}");
+        }
+        let body = tools_body(
+            r#","parallel_tool_calls":false,"tool_choice":{"type":"allowed_tools","allowed_tools":{"mode":"required","tools":[{"type":"function","function":{"name":"get-time"}}]}}"#,
+        );
+        let req = ok(&body);
+        assert!(!req.parallel_tool_calls);
+        assert_eq!(req.tool_choice, ToolChoice::Required);
+        let allowed: Vec<bool> = req.tools.iter().map(|t| t.allowed).collect();
+        assert_eq!(allowed, [false, true]);
+        // Without tools the choice defaults to none.
+        let body = format!(r#"{{"model":"m",{HI}}}"#);
+        assert_eq!(ok(&body).tool_choice, ToolChoice::None);
+    }
+
+    #[test]
+    fn response_formats_and_logprobs() {
+        let body = format!(
+            r#"{{"model":"m",{HI},"response_format":{{"type":"json_schema","json_schema":{{"name":"out-1","strict":true,"schema":{{"type":"object"}}}}}},"logprobs":true}}"#
+        );
+        let req = ok(&body);
+        assert!(matches!(
+            req.response_format,
+            ResponseFormat::JsonSchema { schema: Some(s) } if s.get() == r#"{"type":"object"}"#
+        ));
+        assert_eq!(req.logprobs, Some(0));
+        let body = format!(
+            r#"{{"model":"m",{HI},"response_format":{{"type":"text"}},"logprobs":false,"top_logprobs":null}}"#
+        );
+        let req = ok(&body);
+        assert!(matches!(req.response_format, ResponseFormat::Text));
+        assert_eq!(req.logprobs, None);
+    }
+
+    #[test]
+    fn tool_errors_name_the_field() {
+        let cases = [
+            (
+                tools_body(r#","tool_choice":{"type":"function","function":{"name":"nope"}}"#),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                tools_body(r#","tool_choice":{"type":"function","function":{"name":"free_text"}}"#),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                tools_body(r#","tool_choice":{"type":"function"}"#),
+                "tool_choice.function",
+                "missing_required_parameter",
+            ),
+            (
+                tools_body(r#","tool_choice":{"type":"custom","custom":{"name":"free_text"}}"#),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                tools_body(r#","tool_choice":{"type":"robot"}"#),
+                "tool_choice.type",
+                "invalid_value",
+            ),
+            (
+                tools_body(
+                    r#","tool_choice":{"type":"allowed_tools","allowed_tools":{"mode":"sometimes","tools":[]}}"#,
+                ),
+                "tool_choice.allowed_tools.mode",
+                "invalid_value",
+            ),
+            (
+                format!(r#"{{"model":"m",{HI},"tool_choice":"required"}}"#),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m",{HI},"tool_choice":{{"type":"function","function":{{"name":"f"}}}}}}"#
+                ),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                format!(r#"{{"model":"m",{HI},"tools":[{{"type":"function"}}]}}"#),
+                "tools[0].function",
+                "missing_required_parameter",
+            ),
+            (
+                format!(r#"{{"model":"m",{HI},"tools":[{{"type":"function","function":{{}}}}]}}"#),
+                "tools[0].function.name",
+                "missing_required_parameter",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m",{HI},"tools":[{{"type":"function","function":{{"name":"a.b"}}}}]}}"#
+                ),
+                "tools[0].function.name",
+                "invalid_value",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m",{HI},"tools":[{{"type":"function","function":{{"name":"{}"}}}}]}}"#,
+                    "x".repeat(65)
+                ),
+                "tools[0].function.name",
+                "invalid_value",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m",{HI},"tools":[{{"type":"function","function":{{"name":"f","parameters":[]}}}}]}}"#
+                ),
+                "tools[0].function.parameters",
+                "invalid_type",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m",{HI},"tools":[{{"type":"function","function":{{"name":"f","strict":"yes"}}}}]}}"#
+                ),
+                "tools[0].function.strict",
+                "invalid_type",
+            ),
+            (
+                format!(r#"{{"model":"m",{HI},"tools":[{{"type":"retrieval"}}]}}"#),
+                "tools[0].type",
+                "invalid_value",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m",{HI},"tools":[{}]}}"#,
+                    vec![r#"{"type":"function","function":{"name":"f"}}"#; 129].join(",")
+                ),
+                "tools",
+                "invalid_value",
+            ),
+            (
+                format!(r#"{{"model":"m",{HI},"response_format":{{"type":"json_schema"}}}}"#),
+                "response_format.json_schema",
+                "missing_required_parameter",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m",{HI},"response_format":{{"type":"json_schema","json_schema":{{"schema":{{}}}}}}}}"#
+                ),
+                "response_format.json_schema.name",
+                "missing_required_parameter",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m",{HI},"response_format":{{"type":"json_schema","json_schema":{{"name":"n","schema":true}}}}}}"#
+                ),
+                "response_format.json_schema.schema",
+                "invalid_type",
+            ),
+            (
+                format!(r#"{{"model":"m",{HI},"top_logprobs":2}}"#),
+                "top_logprobs",
+                "invalid_value",
+            ),
+            (
+                format!(r#"{{"model":"m",{HI},"top_logprobs":0,"logprobs":false}}"#),
+                "top_logprobs",
+                "invalid_value",
+            ),
+        ];
+        for (body, param, code) in cases {
+            assert_eq!(err(&body), (Some(param.to_string()), code), "{body}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! strings (no intermediate `Value`, no per-choice allocation). Field names and order follow the spec's
 //! `CreateChatCompletionResponse` and `CreateChatCompletionStreamResponse`.
 
-use serde::ser::{Serialize, SerializeSeq, Serializer};
+use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
 
 /// Reported as `system_fingerprint`; changes when output for the same seed could change.
 pub const SYSTEM_FINGERPRINT: &str = "fp_standin";
@@ -41,14 +41,28 @@ pub struct Meta<'a> {
 }
 
 #[derive(serde::Serialize)]
-struct Completion<'a> {
+struct Completion<'a, C: Serialize> {
     id: &'a str,
     object: &'static str,
     created: u64,
     model: &'a str,
     system_fingerprint: &'static str,
-    choices: Choices<'a>,
+    choices: C,
     usage: Usage,
+}
+
+impl<'a, C: Serialize> Completion<'a, C> {
+    fn new(meta: &Meta<'a>, choices: C, usage: Usage) -> Self {
+        Completion {
+            id: meta.id,
+            object: "chat.completion",
+            created: meta.created,
+            model: meta.model,
+            system_fingerprint: SYSTEM_FINGERPRINT,
+            choices,
+            usage,
+        }
+    }
 }
 
 /// `n` identical choices, serialized without building a Vec.
@@ -102,21 +116,166 @@ pub fn write_completion(
     finish_reason: &str,
     usage: Usage,
 ) {
-    let body = Completion {
-        id: meta.id,
-        object: "chat.completion",
-        created: meta.created,
-        model: meta.model,
-        system_fingerprint: SYSTEM_FINGERPRINT,
-        choices: Choices {
-            n,
-            content,
-            finish_reason,
-        },
-        usage,
+    let choices = Choices {
+        n,
+        content,
+        finish_reason,
     };
     // Writing into a Vec cannot fail and every value here is serializable.
-    let _ = serde_json::to_writer(out, &body);
+    let _ = serde_json::to_writer(out, &Completion::new(meta, choices, usage));
+}
+
+/// A function call in a reply (`ChatCompletionMessageToolCall`).
+#[derive(Debug, Clone, Copy)]
+pub struct ToolCall<'a> {
+    /// `call_…`
+    pub id: &'a str,
+    /// The function's name.
+    pub name: &'a str,
+    /// Its arguments as a JSON text.
+    pub arguments: &'a str,
+}
+
+impl Serialize for ToolCall<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut call = s.serialize_struct("ToolCall", 3)?;
+        call.serialize_field("id", self.id)?;
+        call.serialize_field("type", "function")?;
+        call.serialize_field(
+            "function",
+            &Function {
+                name: Some(self.name),
+                arguments: self.arguments,
+            },
+        )?;
+        call.end()
+    }
+}
+
+/// `function` of a tool call or of its stream delta (where the name comes only once).
+#[derive(serde::Serialize)]
+struct Function<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+/// One token's log probability and the most likely tokens at its position (`ChatCompletionTokenLogprob`).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenLogprob<'a> {
+    /// The token.
+    pub token: &'a str,
+    /// Its log probability.
+    pub logprob: f64,
+    /// The most likely tokens there with theirs, most likely first (as many as `top_logprobs` asked).
+    pub top_logprobs: &'a [(&'a str, f64)],
+}
+
+/// `{"token", "logprob", "bytes"}`: an entry of `top_logprobs`.
+struct TopLogprob<'a>(&'a str, f64);
+
+impl Serialize for TopLogprob<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut entry = s.serialize_struct("TopLogprob", 3)?;
+        entry.serialize_field("token", self.0)?;
+        entry.serialize_field("logprob", &self.1)?;
+        entry.serialize_field("bytes", self.0.as_bytes())?;
+        entry.end()
+    }
+}
+
+impl Serialize for TokenLogprob<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut entry = s.serialize_struct("TokenLogprob", 4)?;
+        entry.serialize_field("token", self.token)?;
+        entry.serialize_field("logprob", &self.logprob)?;
+        entry.serialize_field("bytes", self.token.as_bytes())?;
+        entry.serialize_field("top_logprobs", &TopList(self.top_logprobs))?;
+        entry.end()
+    }
+}
+
+/// `top_logprobs`: the pairs as objects.
+struct TopList<'a>(&'a [(&'a str, f64)]);
+
+impl Serialize for TopList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|(token, logprob)| TopLogprob(token, *logprob)),
+        )
+    }
+}
+
+/// `logprobs` of a choice: the content tokens' entries, no refusal.
+#[derive(serde::Serialize)]
+struct ChoiceLogprobs<'a> {
+    content: &'a [TokenLogprob<'a>],
+    refusal: Option<()>,
+}
+
+/// One choice of a reply, for what [`write_completion`] does not cover: tool calls, logprobs, choices
+/// that differ.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyChoice<'a> {
+    /// The text; `None` (JSON `null`) for a tool-call reply.
+    pub content: Option<&'a str>,
+    /// Function calls; left out of the message when empty.
+    pub tool_calls: &'a [ToolCall<'a>],
+    /// One entry per content token when the client asked for logprobs.
+    pub logprobs: Option<&'a [TokenLogprob<'a>]>,
+    /// `stop`, `length` or `tool_calls`.
+    pub finish_reason: &'a str,
+}
+
+/// The message of a [`ReplyChoice`].
+#[derive(serde::Serialize)]
+struct ReplyMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[ToolCall<'_>]>::is_empty")]
+    tool_calls: &'a [ToolCall<'a>],
+    refusal: Option<()>,
+}
+
+/// Choices numbered by their position.
+struct Numbered<'a>(&'a [ReplyChoice<'a>]);
+
+impl Serialize for Numbered<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for (index, choice) in self.0.iter().enumerate() {
+            seq.serialize_element(&ReplyChoiceWire {
+                index: index as u32,
+                message: ReplyMessage {
+                    role: "assistant",
+                    content: choice.content,
+                    tool_calls: choice.tool_calls,
+                    refusal: None,
+                },
+                logprobs: choice.logprobs.map(|content| ChoiceLogprobs {
+                    content,
+                    refusal: None,
+                }),
+                finish_reason: choice.finish_reason,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ReplyChoiceWire<'a> {
+    index: u32,
+    message: ReplyMessage<'a>,
+    logprobs: Option<ChoiceLogprobs<'a>>,
+    finish_reason: &'a str,
+}
+
+/// Appends a `chat.completion` object with these choices, numbered in order.
+pub fn write_reply(out: &mut Vec<u8>, meta: &Meta<'_>, choices: &[ReplyChoice<'_>], usage: Usage) {
+    let _ = serde_json::to_writer(out, &Completion::new(meta, Numbered(choices), usage));
 }
 
 /// The `delta` of one chunk; absent fields are left out.
@@ -208,6 +367,112 @@ pub fn write_chunk(
     let _ = serde_json::to_writer(out, &Chunk::new(meta, [choice], usage));
 }
 
+/// A tool-call delta of a stream (`ChatCompletionMessageToolCallChunk`), as OpenAI sends them: a call starts
+/// with its id, type and name and empty arguments, then its arguments come in pieces.
+#[derive(Debug, Clone, Copy)]
+pub enum ToolCallDelta<'a> {
+    /// Call `index` starts. On the first call, the delta also opens the message: `role` and `content: null`.
+    Start {
+        /// Whether this is the choice's first chunk.
+        first: bool,
+        /// The call's position in the message's `tool_calls`.
+        index: u32,
+        /// `call_…`
+        id: &'a str,
+        /// The function's name.
+        name: &'a str,
+    },
+    /// A piece of call `index`'s arguments.
+    Arguments {
+        /// The call's position in the message's `tool_calls`.
+        index: u32,
+        /// The piece.
+        arguments: &'a str,
+    },
+}
+
+/// `{"index", "id"?, "type"?, "function"}` of a tool-call delta.
+#[derive(serde::Serialize)]
+struct ToolCallChunk<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: Function<'a>,
+}
+
+/// The `delta` of a tool-call chunk.
+#[derive(serde::Serialize)]
+struct ToolDeltaWire<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    /// `Some(None)` writes `"content": null` (the first chunk); `None` leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<Option<&'a str>>,
+    tool_calls: [ToolCallChunk<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+struct ToolChunkChoice<'a> {
+    index: u32,
+    delta: ToolDeltaWire<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+/// Appends one `chat.completion.chunk` carrying a tool-call delta for choice `index`.
+pub fn write_tool_chunk(
+    out: &mut Vec<u8>,
+    meta: &Meta<'_>,
+    index: u32,
+    delta: ToolCallDelta<'_>,
+    usage: ChunkUsage,
+) {
+    let (first, call) = match delta {
+        ToolCallDelta::Start {
+            first,
+            index,
+            id,
+            name,
+        } => (
+            first,
+            ToolCallChunk {
+                index,
+                id: Some(id),
+                kind: Some("function"),
+                function: Function {
+                    name: Some(name),
+                    arguments: "",
+                },
+            },
+        ),
+        ToolCallDelta::Arguments { index, arguments } => (
+            false,
+            ToolCallChunk {
+                index,
+                id: None,
+                kind: None,
+                function: Function {
+                    name: None,
+                    arguments,
+                },
+            },
+        ),
+    };
+    let choice = ToolChunkChoice {
+        index,
+        delta: ToolDeltaWire {
+            role: first.then_some("assistant"),
+            content: first.then_some(None),
+            tool_calls: [call],
+        },
+        logprobs: None,
+        finish_reason: None,
+    };
+    let _ = serde_json::to_writer(out, &Chunk::new(meta, [choice], usage));
+}
+
 /// Content chunks are most of a stream's bytes: the parts every chunk of one completion shares are
 /// serialized once per stream, and each token costs only its index and its escaped text. The output is
 /// byte-identical to [`write_chunk`] with a content delta (a unit test holds them together).
@@ -244,6 +509,28 @@ impl ContentChunks {
         out.extend_from_slice(b",\"delta\":{\"content\":");
         let _ = serde_json::to_writer(&mut *out, content);
         out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]");
+        self.end(out);
+    }
+
+    /// Appends the chunk carrying `content` for choice `index` with its log probability entry.
+    pub fn write_logprob(
+        &self,
+        out: &mut Vec<u8>,
+        index: u32,
+        content: &str,
+        logprob: &TokenLogprob<'_>,
+    ) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
+        out.extend_from_slice(b",\"delta\":{\"content\":");
+        let _ = serde_json::to_writer(&mut *out, content);
+        out.extend_from_slice(b"},\"logprobs\":{\"content\":[");
+        let _ = serde_json::to_writer(&mut *out, logprob);
+        out.extend_from_slice(b"],\"refusal\":null},\"finish_reason\":null}]");
+        self.end(out);
+    }
+
+    fn end(&self, out: &mut Vec<u8>) {
         if self.usage_null {
             out.extend_from_slice(b",\"usage\":null");
         }
@@ -352,5 +639,140 @@ mod tests {
         let v = parse(&out);
         assert_eq!(v["choices"], json!([]));
         assert_eq!(v["usage"]["total_tokens"], 3);
+    }
+
+    const TOP: [(&str, f64); 2] = [(" hé", -0.1), (" the", -2.5)];
+    const ENTRY: TokenLogprob<'static> = TokenLogprob {
+        token: " hé",
+        logprob: -0.1,
+        top_logprobs: &TOP,
+    };
+
+    fn entry_json() -> Value {
+        json!({"token":" hé","logprob":-0.1,"bytes":[32,104,195,169],"top_logprobs":[
+            {"token":" hé","logprob":-0.1,"bytes":[32,104,195,169]},
+            {"token":" the","logprob":-2.5,"bytes":[32,116,104,101]}]})
+    }
+
+    #[test]
+    fn reply_with_tool_calls() {
+        let calls = [
+            ToolCall {
+                id: "call_1",
+                name: "get_weather",
+                arguments: r#"{"city": "Paris"}"#,
+            },
+            ToolCall {
+                id: "call_2",
+                name: "ping",
+                arguments: "{}",
+            },
+        ];
+        let choice = ReplyChoice {
+            content: None,
+            tool_calls: &calls,
+            logprobs: None,
+            finish_reason: "tool_calls",
+        };
+        let mut out = Vec::new();
+        write_reply(&mut out, &META, &[choice, choice], Usage::new(1, 2));
+        let v = parse(&out);
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(
+            v["choices"][1],
+            json!({"index":1,"message":{"role":"assistant","content":null,"tool_calls":[
+                {"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}},
+                {"id":"call_2","type":"function","function":{"name":"ping","arguments":"{}"}}],
+                "refusal":null},"logprobs":null,"finish_reason":"tool_calls"})
+        );
+        assert_eq!(v["usage"]["total_tokens"], 3);
+    }
+
+    #[test]
+    fn reply_with_logprobs_and_no_calls() {
+        let entries = [ENTRY];
+        let choice = ReplyChoice {
+            content: Some(" hé"),
+            tool_calls: &[],
+            logprobs: Some(&entries),
+            finish_reason: "stop",
+        };
+        let mut out = Vec::new();
+        write_reply(&mut out, &META, &[choice], Usage::new(1, 1));
+        let v = parse(&out);
+        // Without calls the message has exactly the keys of a plain reply.
+        assert_eq!(
+            v["choices"][0]["message"],
+            json!({"role":"assistant","content":" hé","refusal":null})
+        );
+        assert_eq!(
+            v["choices"][0]["logprobs"],
+            json!({"content":[entry_json()],"refusal":null})
+        );
+    }
+
+    #[test]
+    fn tool_call_chunks() {
+        let mut out = Vec::new();
+        let start = ToolCallDelta::Start {
+            first: true,
+            index: 0,
+            id: "call_1",
+            name: "f",
+        };
+        write_tool_chunk(&mut out, &META, 2, start, ChunkUsage::Null);
+        let v = parse(&out);
+        assert_eq!(
+            v["choices"],
+            json!([{"index":2,"delta":{"role":"assistant","content":null,"tool_calls":[
+                {"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},
+                "logprobs":null,"finish_reason":null}])
+        );
+        assert_eq!(v["object"], "chat.completion.chunk");
+        assert!(v.as_object().unwrap().contains_key("usage"));
+
+        out.clear();
+        let start = ToolCallDelta::Start {
+            first: false,
+            index: 1,
+            id: "call_2",
+            name: "g",
+        };
+        write_tool_chunk(&mut out, &META, 0, start, ChunkUsage::Absent);
+        assert_eq!(
+            parse(&out)["choices"][0]["delta"],
+            json!({"tool_calls":[{"index":1,"id":"call_2","type":"function","function":{"name":"g","arguments":""}}]})
+        );
+
+        out.clear();
+        let piece = ToolCallDelta::Arguments {
+            index: 1,
+            arguments: " \"x\"}",
+        };
+        write_tool_chunk(&mut out, &META, 0, piece, ChunkUsage::Absent);
+        assert_eq!(
+            parse(&out)["choices"][0]["delta"],
+            json!({"tool_calls":[{"index":1,"function":{"arguments":" \"x\"}"}}]})
+        );
+    }
+
+    #[test]
+    fn content_chunks_with_logprobs() {
+        for usage in [ChunkUsage::Absent, ChunkUsage::Null] {
+            let mut out = Vec::new();
+            ContentChunks::new(&META, usage).write_logprob(&mut out, 3, " hé", &ENTRY);
+            let v = parse(&out);
+            assert_eq!(
+                v["choices"],
+                json!([{"index":3,"delta":{"content":" hé"},
+                    "logprobs":{"content":[entry_json()],"refusal":null},"finish_reason":null}])
+            );
+            // Everything else as in a plain content chunk.
+            let mut plain = Vec::new();
+            ContentChunks::new(&META, usage).write(&mut plain, 3, " hé");
+            let mut plain = parse(&plain);
+            plain["choices"] = v["choices"].clone();
+            assert_eq!(plain, v);
+        }
     }
 }

@@ -238,7 +238,7 @@ def test_accepted_boundary_values(client):
         tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
         tool_choice="auto",
         parallel_tool_calls=False,
-        response_format={"type": "json_object"},
+        response_format={"type": "text"},
         metadata={"k": "v"},
         store=False,
         extra_body={"unknown_field": {"nested": [1, 2]}, "max_tokens": None},

@@ -201,8 +201,9 @@ fn nulls_and_unknown_fields_are_accepted() {
     assert_echo(&server.send(&chat(&body, &[])), "hi");
     let body = with(json!({
         "temperature": 2, "top_p": 0, "n": 1, "frequency_penalty": -2, "presence_penalty": 2,
-        "top_logprobs": 20, "logit_bias": {"1": -100, "2": 100}, "stop": ["<<", ">>", "##", "@@"],
-        "response_format": {"type": "json_object"}, "metadata": {"k": "v"}, "store": false,
+        "logprobs": true, "top_logprobs": 20, "logit_bias": {"1": -100, "2": 100},
+        "stop": ["<<", ">>", "##", "@@"],
+        "response_format": {"type": "text"}, "metadata": {"k": "v"}, "store": false,
     }));
     assert_echo(&server.send(&chat(&body, &[])), "hi");
 }
