@@ -8,5 +8,6 @@ pub mod error;
 pub mod json;
 pub mod models;
 pub mod response;
+pub mod tools;
 
 pub use error::ApiError;
