@@ -17,7 +17,19 @@ fn metrics_count_tokens_latency_and_responses() {
     let resp = server.send(&chat(&stream_body("Hello"), &paced));
     assert!(resp.text().ends_with("data: [DONE]\n\n"));
     // No key needed: scrapers are not clients of the API.
-    let resp = server.send(&get("/metrics", &[]));
+    // The server records a stream after its last byte is sent, so the client can get here first: scrape
+    // until the second request shows up (bounded), then check everything.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let resp = loop {
+        let resp = server.send(&get("/metrics", &[]));
+        let done = "vllm:e2e_request_latency_seconds_count{model_name=\"mock-gpt-model\"} 2\n";
+        let idle = "vllm:num_requests_running{model_name=\"mock-gpt-model\"} 0\n";
+        let text = resp.text();
+        if (text.contains(done) && text.contains(idle)) || std::time::Instant::now() > deadline {
+            break resp;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(resp.status, 200);
     assert!(resp
         .header("content-type")
@@ -51,11 +63,9 @@ fn metrics_count_tokens_latency_and_responses() {
     assert!(m(&format!("vllm:inter_token_latency_seconds_sum{model}")) >= 0.09);
     assert!(m("standin_http_responses_total{class=\"2xx\"}") >= 2.0);
     assert!(m("standin_connections_total") >= 3.0);
-    assert_eq!(
-        m("standin_connections_open"),
-        1.0,
-        "only the scrape's own connection"
-    );
+    // Earlier scrapes' connections may still be closing.
+    let open = m("standin_connections_open");
+    assert!((1.0..=10.0).contains(&open), "{open}");
 }
 
 #[test]
