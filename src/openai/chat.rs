@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
+use super::json::missing;
 use super::json::{self, array, boolean, integer, number, object, string};
 use super::tools::{parse_response_format, parse_tools};
 pub use super::tools::{ResponseFormat, Tool, ToolChoice};
@@ -210,26 +211,8 @@ impl fmt::Display for At<'_> {
 
 /// Parses and validates a request body (already checked to be within the size limit).
 pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| {
-        ApiError::invalid("The request body is not valid UTF-8.", None, "invalid_json")
-    })?;
-    json::check_depth(body, max_depth)?;
-    let raw: RawRequest<'_> = serde_json::from_str(text).map_err(|e| {
-        let message = format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object.");
-        ApiError::invalid(message, None, "invalid_json")
-    })?;
-
-    let model = match raw.model {
-        Some(m) => string(m, "model")?,
-        None => return Err(missing("model")),
-    };
-    if model.is_empty() {
-        return Err(json::out_of_range(
-            "model",
-            "that is a non-empty string",
-            "''",
-        ));
-    }
+    let raw: RawRequest<'_> = json::parse_body(body, max_depth)?;
+    let model = json::model(raw.model)?;
     let messages = match raw.messages {
         Some(m) => parse_messages(m)?,
         None => return Err(missing("messages")),
@@ -362,15 +345,6 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError>
         response_format,
         logprobs: logprobs.then_some(top_logprobs.unwrap_or(0) as u8),
     })
-}
-
-pub(crate) fn missing(param: impl fmt::Display) -> ApiError {
-    let param = param.to_string();
-    ApiError::invalid(
-        format!("Missing required parameter: '{param}'."),
-        Some(&param),
-        "missing_required_parameter",
-    )
 }
 
 fn positive(raw: Option<&RawValue>, param: &str) -> Result<Option<u32>, ApiError> {

@@ -147,26 +147,8 @@ impl fmt::Display for At {
 
 /// Parses and validates a request body (already checked to be within the size limit).
 pub fn parse(body: &[u8], max_depth: usize) -> Result<CompletionRequest<'_>, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| {
-        ApiError::invalid("The request body is not valid UTF-8.", None, "invalid_json")
-    })?;
-    json::check_depth(body, max_depth)?;
-    let raw: RawRequest<'_> = serde_json::from_str(text).map_err(|e| {
-        let message = format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object.");
-        ApiError::invalid(message, None, "invalid_json")
-    })?;
-
-    let model = match raw.model {
-        Some(m) => string(m, "model")?,
-        None => return Err(missing("model")),
-    };
-    if model.is_empty() {
-        return Err(json::out_of_range(
-            "model",
-            "that is a non-empty string",
-            "''",
-        ));
-    }
+    let raw: RawRequest<'_> = json::parse_body(body, max_depth)?;
+    let model = json::model(raw.model)?;
     let prompts = match raw.prompt {
         Some(p) => parse_prompt(p)?,
         None => vec![PromptInput {
@@ -261,14 +243,6 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<CompletionRequest<'_>, Api
         include_usage,
         seed,
     })
-}
-
-fn missing(param: &str) -> ApiError {
-    ApiError::invalid(
-        format!("Missing required parameter: '{param}'."),
-        Some(param),
-        "missing_required_parameter",
-    )
 }
 
 fn flag(raw: Option<&RawValue>, param: &str) -> Result<bool, ApiError> {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
+use super::json::missing;
 use super::json::{self, array, integer, string};
 
 /// Most inputs in one request, and most tokens in a single flat token array (the spec's `maxItems`).
@@ -100,26 +101,8 @@ impl fmt::Display for At {
 
 /// Parses and validates a request body (already checked to be within the size limit).
 pub fn parse(body: &[u8], max_depth: usize) -> Result<EmbeddingRequest<'_>, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| {
-        ApiError::invalid("The request body is not valid UTF-8.", None, "invalid_json")
-    })?;
-    json::check_depth(body, max_depth)?;
-    let raw: RawRequest<'_> = serde_json::from_str(text).map_err(|e| {
-        let message = format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object.");
-        ApiError::invalid(message, None, "invalid_json")
-    })?;
-
-    let model = match raw.model {
-        Some(m) => string(m, "model")?,
-        None => return Err(missing("model")),
-    };
-    if model.is_empty() {
-        return Err(json::out_of_range(
-            "model",
-            "that is a non-empty string",
-            "''",
-        ));
-    }
+    let raw: RawRequest<'_> = json::parse_body(body, max_depth)?;
+    let model = json::model(raw.model)?;
     let inputs = match raw.input {
         Some(input) => parse_input(input)?,
         None => return Err(missing("input")),
@@ -150,14 +133,6 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<EmbeddingRequest<'_>, ApiE
         encoding,
         dimensions,
     })
-}
-
-fn missing(param: &str) -> ApiError {
-    ApiError::invalid(
-        format!("Missing required parameter: '{param}'."),
-        Some(param),
-        "missing_required_parameter",
-    )
 }
 
 fn wrong_type(param: impl fmt::Display, expected: &str, raw: &RawValue) -> ApiError {

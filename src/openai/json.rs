@@ -43,6 +43,43 @@ pub fn check_depth(body: &[u8], max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a request body (UTF-8, nesting depth) and reads its top-level fields into `T`: the first step of
+/// every endpoint's parser.
+pub fn parse_body<'a, T: serde::Deserialize<'a>>(
+    body: &'a [u8],
+    max_depth: usize,
+) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::invalid("The request body is not valid UTF-8.", None, "invalid_json")
+    })?;
+    check_depth(body, max_depth)?;
+    serde_json::from_str(text).map_err(|e| {
+        let message = format!(
+            "We could not parse the JSON body of your request ({e}). The body must be a JSON object."
+        );
+        ApiError::invalid(message, None, "invalid_json")
+    })
+}
+
+/// The required, non-empty `model` field.
+pub fn model(raw: Option<&RawValue>) -> Result<Cow<'_, str>, ApiError> {
+    let model = string(raw.ok_or_else(|| missing("model"))?, "model")?;
+    if model.is_empty() {
+        return Err(out_of_range("model", "that is a non-empty string", "''"));
+    }
+    Ok(model)
+}
+
+/// A required field is absent.
+pub fn missing(param: impl Display) -> ApiError {
+    let param = param.to_string();
+    ApiError::invalid(
+        format!("Missing required parameter: '{param}'."),
+        Some(&param),
+        "missing_required_parameter",
+    )
+}
+
 /// The JSON kind of a raw value, for error messages.
 pub fn kind(raw: &RawValue) -> &'static str {
     match raw.get().as_bytes().first() {

@@ -8,8 +8,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::chat::{missing, At, MAX_TOOLS};
+use super::chat::{At, MAX_TOOLS};
 use super::error::ApiError;
+use super::json::missing;
 use super::json::{self, array, boolean, object, string};
 
 /// A function tool.
