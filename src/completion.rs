@@ -21,6 +21,7 @@ use crate::openai::response::{
     self, ChunkUsage, ContentChunks, Delta, Meta, ReplyChoice, TokenLogprob, ToolCall,
     ToolCallDelta, Usage,
 };
+use crate::pacing::{sleep_until, Schedule};
 
 /// Stop sequences held on the stack (the spec allows four).
 const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
@@ -273,21 +274,6 @@ fn write_calls(
         })
         .collect();
     response::write_reply(out, meta, &choices, usage);
-}
-
-/// When generation started and how tokens are paced.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    pace: Pace,
-    start: Instant,
-}
-
-/// Parks the coroutine (never the worker thread) until `at`.
-fn sleep_until(at: Instant) {
-    let now = Instant::now();
-    if at > now {
-        may::coroutine::sleep(at - now);
-    }
 }
 
 /// Streams the answer: per choice a role chunk, then one chunk per token (or argument piece), then a finish

@@ -11,6 +11,7 @@ use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
 use crate::openai::response::{Meta, Usage};
 use crate::openai::ApiError;
+use crate::pacing::{sleep_until, Schedule};
 
 /// Answers one legacy completion; `check_model` applies the server's model policy. Each token is ready when
 /// `pace` says, counted from `start` (when the request arrived), as for chat completions.
@@ -91,21 +92,6 @@ pub fn generate(model: &dyn Model, req: &CompletionRequest<'_>) -> (Vec<Generati
         (completion_tokens * req.n as usize) as u64,
     );
     (generations, usage)
-}
-
-/// When generation started and how tokens are paced.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    pace: Pace,
-    start: Instant,
-}
-
-/// Parks the coroutine (never the worker thread) until `at`.
-fn sleep_until(at: Instant) {
-    let now = Instant::now();
-    if at > now {
-        may::coroutine::sleep(at - now);
-    }
 }
 
 /// Streams every choice: with `echo`, the prompt as one event together with the first token; then one event

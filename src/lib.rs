@@ -25,6 +25,7 @@ pub mod log;
 pub mod metrics;
 pub mod models;
 pub mod openai;
+pub mod pacing;
 pub mod ratelimit;
 pub mod server;
 
