@@ -83,19 +83,13 @@ pub struct Metrics {
 }
 
 /// The process-wide metrics.
-pub static METRICS: Metrics = Metrics {
-    running: AtomicI64::new(0),
-    prompt_tokens: AtomicU64::new(0),
-    generation_tokens: AtomicU64::new(0),
-    requests_success: [const { AtomicU64::new(0) }; 2],
-    ttft: Histogram::new(TTFT_BUCKETS),
-    itl: Histogram::new(ITL_BUCKETS),
-    e2e: Histogram::new(E2E_BUCKETS),
-    responses: [const { AtomicU64::new(0) }; 6],
-    response_bytes: AtomicU64::new(0),
-    connections_open: AtomicI64::new(0),
-    connections_total: AtomicU64::new(0),
-};
+pub static METRICS: Metrics = Metrics::new();
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
 
 /// Counts a generation as running while it lives (also when it ends by a panic or a client leaving).
 pub struct Running<'a>(&'a Metrics);
@@ -116,6 +110,23 @@ impl Drop for OpenConnection<'_> {
 }
 
 impl Metrics {
+    /// Everything at zero.
+    pub const fn new() -> Self {
+        Metrics {
+            running: AtomicI64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            generation_tokens: AtomicU64::new(0),
+            requests_success: [const { AtomicU64::new(0) }; 2],
+            ttft: Histogram::new(TTFT_BUCKETS),
+            itl: Histogram::new(ITL_BUCKETS),
+            e2e: Histogram::new(E2E_BUCKETS),
+            responses: [const { AtomicU64::new(0) }; 6],
+            response_bytes: AtomicU64::new(0),
+            connections_open: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+        }
+    }
+
     /// A generation started.
     pub fn start_request(&self) -> Running<'_> {
         self.running.fetch_add(1, Ordering::Relaxed);
@@ -296,19 +307,7 @@ mod tests {
 
     #[test]
     fn render_has_the_vllm_names() {
-        let m = Metrics {
-            running: AtomicI64::new(0),
-            prompt_tokens: AtomicU64::new(0),
-            generation_tokens: AtomicU64::new(0),
-            requests_success: [const { AtomicU64::new(0) }; 2],
-            ttft: Histogram::new(TTFT_BUCKETS),
-            itl: Histogram::new(ITL_BUCKETS),
-            e2e: Histogram::new(E2E_BUCKETS),
-            responses: [const { AtomicU64::new(0) }; 6],
-            response_bytes: AtomicU64::new(0),
-            connections_open: AtomicI64::new(0),
-            connections_total: AtomicU64::new(0),
-        };
+        let m = Metrics::new();
         let running = m.start_request();
         m.finish_request(
             3,

@@ -163,14 +163,6 @@ struct RawPart<'a> {
     text: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct RawStreamOptions<'a> {
-    #[serde(borrow)]
-    include_usage: Option<&'a RawValue>,
-    #[serde(borrow)]
-    include_obfuscation: Option<&'a RawValue>,
-}
-
 /// A field path such as `messages[3].content[1].text`, formatted only when an error needs it, so a valid
 /// request allocates no parameter names.
 #[derive(Debug, Clone, Copy)]
@@ -230,28 +222,7 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError>
         .map(|v| boolean(v, "stream"))
         .transpose()?
         .unwrap_or(false);
-    let mut include_usage = false;
-    if let Some(options) = raw.stream_options {
-        if !stream {
-            let message =
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
-            return Err(ApiError::invalid(
-                message,
-                Some("stream_options"),
-                "invalid_value",
-            ));
-        }
-        let options: RawStreamOptions<'_> = object(options, "stream_options")?;
-        include_usage = options
-            .include_usage
-            .map(|v| boolean(v, "stream_options.include_usage"))
-            .transpose()?
-            .unwrap_or(false);
-        options
-            .include_obfuscation
-            .map(|v| boolean(v, "stream_options.include_obfuscation"))
-            .transpose()?;
-    }
+    let include_usage = json::stream_options(raw.stream_options, stream)?;
     let ranged = [
         (raw.temperature, "temperature", 0.0, 2.0),
         (raw.top_p, "top_p", 0.0, 1.0),

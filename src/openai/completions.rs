@@ -102,14 +102,6 @@ struct RawRequest<'a> {
     logit_bias: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct RawStreamOptions<'a> {
-    #[serde(borrow)]
-    include_usage: Option<&'a RawValue>,
-    #[serde(borrow)]
-    include_obfuscation: Option<&'a RawValue>,
-}
-
 /// A path such as `prompt[2][5]` or `stop[1]`, formatted only when an error needs it.
 #[derive(Debug, Clone, Copy)]
 struct At {
@@ -172,24 +164,7 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<CompletionRequest<'_>, Api
     let stop = raw.stop.map(parse_stop).transpose()?.unwrap_or_default();
     let echo = flag(raw.echo, "echo")?;
     let stream = flag(raw.stream, "stream")?;
-    let mut include_usage = false;
-    if let Some(options) = raw.stream_options {
-        if !stream {
-            let message =
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
-            return Err(ApiError::invalid(
-                message,
-                Some("stream_options"),
-                "invalid_value",
-            ));
-        }
-        let options: RawStreamOptions<'_> = object(options, "stream_options")?;
-        include_usage = flag(options.include_usage, "stream_options.include_usage")?;
-        flag(
-            options.include_obfuscation,
-            "stream_options.include_obfuscation",
-        )?;
-    }
+    let include_usage = json::stream_options(raw.stream_options, stream)?;
     let ranged = [
         (raw.temperature, "temperature", 0.0, 2.0),
         (raw.top_p, "top_p", 0.0, 1.0),

@@ -80,6 +80,34 @@ pub fn missing(param: impl Display) -> ApiError {
     )
 }
 
+#[derive(serde::Deserialize)]
+struct RawStreamOptions<'a> {
+    #[serde(borrow)]
+    include_usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    include_obfuscation: Option<&'a RawValue>,
+}
+
+/// `stream_options`, allowed only with `stream: true` (as OpenAI rules); returns `include_usage`.
+pub fn stream_options(raw: Option<&RawValue>, stream: bool) -> Result<bool, ApiError> {
+    let Some(options) = raw else { return Ok(false) };
+    if !stream {
+        let message = "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
+        return Err(ApiError::invalid(
+            message,
+            Some("stream_options"),
+            "invalid_value",
+        ));
+    }
+    let options: RawStreamOptions<'_> = object(options, "stream_options")?;
+    if let Some(v) = options.include_obfuscation {
+        boolean(v, "stream_options.include_obfuscation")?;
+    }
+    options
+        .include_usage
+        .map_or(Ok(false), |v| boolean(v, "stream_options.include_usage"))
+}
+
 /// The JSON kind of a raw value, for error messages.
 pub fn kind(raw: &RawValue) -> &'static str {
     match raw.get().as_bytes().first() {
