@@ -216,7 +216,7 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<ChatRequest<'_>, ApiError>
         .map(|v| integer(v, "n", 1, MAX_CHOICES))
         .transpose()?
         .unwrap_or(1) as u32;
-    let stop = raw.stop.map(parse_stop).transpose()?.unwrap_or_default();
+    let stop = raw.stop.map(json::stop).transpose()?.unwrap_or_default();
     let stream = raw
         .stream
         .map(|v| boolean(v, "stream"))
@@ -335,29 +335,6 @@ fn one_of(raw: Option<&RawValue>, param: &str, allowed: &[&str]) -> Result<(), A
         }
     }
     Ok(())
-}
-
-fn parse_stop(raw: &RawValue) -> Result<Vec<Cow<'_, str>>, ApiError> {
-    if raw.get().starts_with('"') {
-        let s = string(raw, "stop")?;
-        return Ok(if s.is_empty() { Vec::new() } else { vec![s] });
-    }
-    let items = array(raw, "stop")?;
-    if items.len() > MAX_STOP {
-        return Err(json::out_of_range(
-            "stop",
-            &format!("with at most {MAX_STOP} items"),
-            format!("{} items", items.len()),
-        ));
-    }
-    let mut stop = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let s = string(item, At::item("stop", i, ""))?;
-        if !s.is_empty() {
-            stop.push(s);
-        }
-    }
-    Ok(stop)
 }
 
 fn parse_messages(raw: &RawValue) -> Result<Vec<Message<'_>>, ApiError> {

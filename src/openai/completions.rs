@@ -11,7 +11,7 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::chat::{MAX_CHOICES, MAX_STOP};
+use super::chat::MAX_CHOICES;
 use super::error::ApiError;
 use super::json::{self, array, boolean, integer, number, object, string};
 use super::response::{Meta, Usage, SYSTEM_FINGERPRINT};
@@ -161,7 +161,7 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<CompletionRequest<'_>, Api
         .map(|v| integer(v, "n", 1, MAX_CHOICES))
         .transpose()?
         .unwrap_or(1) as u32;
-    let stop = raw.stop.map(parse_stop).transpose()?.unwrap_or_default();
+    let stop = raw.stop.map(json::stop).transpose()?.unwrap_or_default();
     let echo = flag(raw.echo, "echo")?;
     let stream = flag(raw.stream, "stream")?;
     let include_usage = json::stream_options(raw.stream_options, stream)?;
@@ -311,29 +311,6 @@ fn token_prompt<'a>(
         text: Cow::Owned(text),
         tokens: Some(ids.len()),
     })
-}
-
-fn parse_stop(raw: &RawValue) -> Result<Vec<Cow<'_, str>>, ApiError> {
-    if raw.get().starts_with('"') {
-        let s = string(raw, "stop")?;
-        return Ok(if s.is_empty() { Vec::new() } else { vec![s] });
-    }
-    let items = array(raw, "stop")?;
-    if items.len() > MAX_STOP {
-        return Err(json::out_of_range(
-            "stop",
-            &format!("with at most {MAX_STOP} items"),
-            format!("{} items", items.len()),
-        ));
-    }
-    let mut stop = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let s = string(item, At::item("stop", i))?;
-        if !s.is_empty() {
-            stop.push(s);
-        }
-    }
-    Ok(stop)
 }
 
 /// One prompt's answer, shared by its `n` choices.

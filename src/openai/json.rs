@@ -108,6 +108,31 @@ pub fn stream_options(raw: Option<&RawValue>, stream: bool) -> Result<bool, ApiE
         .map_or(Ok(false), |v| boolean(v, "stream_options.include_usage"))
 }
 
+/// `stop`: a string or up to `MAX_STOP` strings; empty strings are dropped.
+pub fn stop(raw: &RawValue) -> Result<Vec<Cow<'_, str>>, ApiError> {
+    use super::chat::MAX_STOP;
+    if raw.get().starts_with('"') {
+        let s = string(raw, "stop")?;
+        return Ok(if s.is_empty() { Vec::new() } else { vec![s] });
+    }
+    let items = array(raw, "stop")?;
+    if items.len() > MAX_STOP {
+        return Err(out_of_range(
+            "stop",
+            &format!("with at most {MAX_STOP} items"),
+            format!("{} items", items.len()),
+        ));
+    }
+    let mut stop = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let s = string(item, format_args!("stop[{i}]"))?;
+        if !s.is_empty() {
+            stop.push(s);
+        }
+    }
+    Ok(stop)
+}
+
 /// The JSON kind of a raw value, for error messages.
 pub fn kind(raw: &RawValue) -> &'static str {
     match raw.get().as_bytes().first() {
