@@ -200,7 +200,7 @@ fn whole_request(
         Ok(req) => req,
         Err(e) => panic!("the SDK body must validate: {e:?}"),
     };
-    let (generation, usage) = completion::generate(&Echo, &req);
+    let (generation, usage) = completion::generate(&Echo, &req, None);
     let mut id_buf = [0u8; 32];
     let meta = meta(&mut id_buf, &req.model);
     out.clear();

@@ -4,6 +4,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::{Caller, Keys};
+use crate::catalog::{Catalog, Served};
 use crate::completion;
 use crate::config::Config;
 use crate::cors::Cors;
@@ -11,11 +12,13 @@ use crate::embeddings;
 use crate::faults::{self, Fault, StreamFault};
 use crate::http::{Exchange, Handler, HttpError, Method, Request, Responder};
 use crate::ids;
+use crate::job::Job;
 use crate::legacy;
 use crate::log::AccessLog;
 use crate::metrics::METRICS;
-use crate::models::{echo::Echo, Model, Pace};
-use crate::openai::{chat, models, ApiError};
+use crate::models::profile::Overrides;
+use crate::openai::{chat, completions, models, ApiError};
+use crate::pacing::Plan;
 use crate::ratelimit::{self, RateLimiter};
 
 const JSON: &str = "application/json";
@@ -25,15 +28,11 @@ pub struct App {
     keys: Keys,
     /// Failures injected at random (`--fail-rate`).
     fail_rates: faults::Rates,
-    models: Vec<String>,
-    strict_models: bool,
+    catalog: Catalog,
     max_json_depth: usize,
     enable_panic_route: bool,
     /// `created` of every listed model: when this server started.
     started: u64,
-    model: Box<dyn Model>,
-    /// Token timing unless a request's headers say otherwise.
-    pace: Pace,
     log: Option<AccessLog>,
     /// Allowed browser origins; `None` sends no CORS headers and leaves `OPTIONS` a 405.
     cors: Option<Cors>,
@@ -43,6 +42,8 @@ pub struct App {
 
 /// Longest delay a header may ask for: ten minutes, so a typo cannot park a coroutine for days.
 const MAX_HEADER_DELAY_MS: u64 = 600_000;
+/// Longest output `x-standin-output-tokens` may ask for: far past any real model's, yet a bounded reply.
+const MAX_HEADER_OUTPUT_TOKENS: u64 = 1_000_000;
 
 impl App {
     /// Builds the app from a validated configuration; starts the access log unless quiet.
@@ -50,18 +51,12 @@ impl App {
         App {
             keys: Keys::new(&cfg.api_keys),
             fail_rates: cfg.fail_rates.clone(),
-            models: cfg.models.clone(),
-            strict_models: cfg.strict_models,
+            catalog: Catalog::new(cfg),
             max_json_depth: cfg.max_json_depth,
             enable_panic_route: cfg.enable_panic_route,
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            model: Box::new(Echo),
-            pace: Pace {
-                first: cfg.ttft,
-                between: cfg.itl,
-            },
             log: (!cfg.quiet).then(AccessLog::start),
             cors: Cors::new(&cfg.cors_origins),
             limiter: RateLimiter::new(cfg.rate_limit_rpm, cfg.rate_limit_tpm),
@@ -110,7 +105,7 @@ impl App {
         }
         if path == "/metrics" {
             // Like vLLM's, outside /v1 and without a key, so a Prometheus scraper needs no secret.
-            let text = METRICS.render(&self.models[0]);
+            let text = METRICS.render(self.catalog.first_name());
             res.body().extend_from_slice(text.as_bytes());
             res.send(200, "text/plain; version=0.0.4; charset=utf-8", &[]);
             return Ok(());
@@ -124,39 +119,80 @@ impl App {
         }
         match path {
             "/v1/embeddings" => {
-                if self.inject(req, &self.models[0], res)?.is_some() {
-                    embeddings::serve(req.body, self.max_json_depth, &|m| self.check_model(m), res)?
+                if self.inject(req, self.catalog.first_name(), res)?.is_some() {
+                    let check = |m: &str| self.catalog.resolve(m).map(|_| ());
+                    embeddings::serve(req.body, self.max_json_depth, &check, res)?
                 }
             }
             "/v1/completions" => {
-                let pace = self.pace_for(req)?;
-                if self.inject(req, &self.models[0], res)?.is_some() {
-                    let check = |m: &str| self.check_model(m);
-                    let model = self.model.as_ref();
-                    let (body, depth, start) = (req.body, self.max_json_depth, req.arrived());
-                    legacy::serve(model, pace, start, body, depth, &check, res)?;
-                }
+                let parsed = completions::parse(req.body, self.max_json_depth)?;
+                let served = self.catalog.resolve(&parsed.model)?;
+                self.generate(req, served, res, |job, res| {
+                    legacy::serve(job, &parsed, res)
+                })?;
             }
             "/v1/chat/completions" => {
                 let chat = chat::parse(req.body, self.max_json_depth)?;
-                self.check_model(&chat.model)?;
-                let pace = self.pace_for(req)?;
-                if let Some(fault) = self.inject(req, &chat.model, res)? {
-                    let model = self.model.as_ref();
-                    completion::serve(model, pace, req.arrived(), fault, &chat, res);
-                }
+                let served = self.catalog.resolve(&chat.model)?;
+                self.generate(req, served, res, |job, res| {
+                    completion::serve(job, &chat, res)
+                })?;
             }
             "/v1/models" => {
-                models::write_list(res.body(), &self.models, self.started);
+                models::write_list(res.body(), self.catalog.ids(), self.started);
                 res.send(200, JSON, &[]);
             }
             _ => {
                 let id = &path["/v1/models/".len()..];
-                self.check_model(id)?;
+                self.catalog.resolve(id)?;
                 models::write_model(res.body(), id, self.started);
                 res.send(200, JSON, &[]);
             }
         }
+        Ok(())
+    }
+
+    /// Runs one generation on `served`: reads the per-request headers, injects failures, waits for a slot
+    /// in the model's queue (503 when it is full), then lets `endpoint` answer.
+    fn generate(
+        &self,
+        req: &Request<'_>,
+        served: Served<'_>,
+        res: &mut Responder<'_>,
+        endpoint: impl FnOnce(&Job<'_>, &mut Responder<'_>),
+    ) -> Result<(), ApiError> {
+        let overrides = Overrides {
+            ttft: header_number(req, "x-standin-ttft-ms", MAX_HEADER_DELAY_MS)?
+                .map(std::time::Duration::from_millis),
+            itl: header_number(req, "x-standin-itl-ms", MAX_HEADER_DELAY_MS)?
+                .map(std::time::Duration::from_millis),
+        };
+        let output_tokens =
+            header_number(req, "x-standin-output-tokens", MAX_HEADER_OUTPUT_TOKENS)?
+                .map(|n| n as u32);
+        let Some(fault) = self.inject(req, served.name, res)? else {
+            return Ok(());
+        };
+        let entry = served.entry;
+        let Ok(permit) = entry.gate.enter() else {
+            ApiError::queue_full(served.name).write_json(res.body());
+            res.send(503, JSON, &[("retry-after", "1")]);
+            return Ok(());
+        };
+        let job = Job {
+            model: entry.model.as_ref(),
+            name: served.name,
+            plan: Plan {
+                profile: entry.profile,
+                overrides,
+                in_flight: permit.in_flight,
+                start: req.arrived(),
+            },
+            output_tokens,
+            fault,
+        };
+        endpoint(&job, res);
+        drop(permit);
         Ok(())
     }
 
@@ -229,42 +265,30 @@ impl App {
             }
             Err(exceeded) => {
                 exceeded.add_to(res);
-                let model = estimate.model.as_deref().unwrap_or(&self.models[0]);
+                let model = estimate
+                    .model
+                    .as_deref()
+                    .unwrap_or(self.catalog.first_name());
                 Err(exceeded.error(model))
             }
         }
     }
+}
 
-    /// The configured pace, with `x-standin-ttft-ms` / `x-standin-itl-ms` overriding it for one request.
-    fn pace_for(&self, req: &Request<'_>) -> Result<Pace, ApiError> {
-        let mut pace = self.pace;
-        for (name, slot) in [
-            ("x-standin-ttft-ms", &mut pace.first),
-            ("x-standin-itl-ms", &mut pace.between),
-        ] {
-            if let Some(value) = req.header(name) {
-                let ms = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .filter(|ms| *ms <= MAX_HEADER_DELAY_MS)
-                    .ok_or_else(|| {
-                        let message = format!(
-                            "Header {name} must be a whole number of milliseconds from 0 to {MAX_HEADER_DELAY_MS}."
-                        );
-                        ApiError::invalid(message, None, "invalid_value")
-                    })?;
-                *slot = std::time::Duration::from_millis(ms);
-            }
-        }
-        Ok(pace)
-    }
-
-    fn check_model(&self, model: &str) -> Result<(), ApiError> {
-        if self.strict_models && !self.models.iter().any(|m| m == model) {
-            return Err(ApiError::model_not_found(model));
-        }
-        Ok(())
-    }
+/// A whole-number header from 0 to `max`, or a 400 that names it; `None` when absent.
+fn header_number(req: &Request<'_>, name: &str, max: u64) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.header(name) else {
+        return Ok(None);
+    };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|n| *n <= max)
+        .map(Some)
+        .ok_or_else(|| {
+            let message = format!("Header {name} must be a whole number from 0 to {max}.");
+            ApiError::invalid(message, None, "invalid_value")
+        })
 }
 
 impl Handler for App {

@@ -12,10 +12,11 @@ use crate::faults::{self, StreamFault};
 use crate::http::sse::SseWriter;
 use crate::http::Responder;
 use crate::ids;
+use crate::job::Job;
 use crate::metrics::METRICS;
 use crate::models::logprobs::{self, MAX_TOP};
 use crate::models::structured::{self, Call};
-use crate::models::{apply_sampling, tokens, Finish, Generation, Model, Pace, Prompt, Sampling};
+use crate::models::{apply_sampling, tokens, Finish, Generation, Model, Prompt, Sampling};
 use crate::openai::chat::{ChatRequest, ResponseFormat, Role, ToolChoice};
 use crate::openai::response::{
     self, ChunkUsage, ContentChunks, Delta, Meta, ReplyChoice, TokenLogprob, ToolCall,
@@ -28,8 +29,13 @@ const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
 
 /// The model's output for `req`, cut by its stop sequences and token limit, and the token usage
 /// (prompt: every message's text by the shared token rule; completion: all `n` choices). With a JSON
-/// `response_format` the output is JSON instead of the model's text, cut the same way.
-pub fn generate(model: &dyn Model, req: &ChatRequest<'_>) -> (Generation, Usage) {
+/// `response_format` the output is JSON instead of the model's text, cut the same way. `output_tokens` (the
+/// header) fixes the model's length before the cut.
+pub fn generate(
+    model: &dyn Model,
+    req: &ChatRequest<'_>,
+    output_tokens: Option<u32>,
+) -> (Generation, Usage) {
     let last_text = req.messages.last().and_then(|m| m.text.as_deref());
     let mut stop: [&str; STOP_SLOTS] = [""; STOP_SLOTS];
     let stops = req.stop.len().min(STOP_SLOTS);
@@ -41,7 +47,14 @@ pub fn generate(model: &dyn Model, req: &ChatRequest<'_>) -> (Generation, Usage)
         stop: &stop[..stops],
     };
     let generation = match req.response_format {
-        ResponseFormat::Text => model.generate(&Prompt { last_text }, &sampling),
+        ResponseFormat::Text => {
+            let prompt = Prompt {
+                last_text,
+                seed: seed(req),
+                output_tokens,
+            };
+            model.generate(&prompt, &sampling)
+        }
         ResponseFormat::JsonObject | ResponseFormat::JsonSchema { schema: None } => {
             apply_sampling(structured::json_object(last_text), &sampling)
         }
@@ -139,17 +152,10 @@ impl Answer {
     }
 }
 
-/// Answers `req` with `model`'s output, each token ready when `pace` says, counted from `start` (when the
-/// request arrived, so time spent queued in the server counts toward the TTFT as it would on a real one).
-/// A stream `fault` breaks a streaming answer on purpose; a JSON answer ignores it.
-pub fn serve(
-    model: &dyn Model,
-    pace: Pace,
-    start: Instant,
-    fault: Option<StreamFault>,
-    req: &ChatRequest<'_>,
-    res: &mut Responder<'_>,
-) {
+/// Answers `req` as `job` says: its model's output, each token ready when its plan says, counted from when
+/// the request arrived (so time spent queued counts toward the TTFT, as on a real server). A stream fault
+/// breaks a streaming answer on purpose; a JSON answer ignores it.
+pub fn serve(job: &Job<'_>, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
     let _running = METRICS.start_request();
     let (answer, usage) = match tool_calls(req) {
         Some(calls) => {
@@ -160,7 +166,7 @@ pub fn serve(
             )
         }
         None => {
-            let (generation, usage) = generate(model, req);
+            let (generation, usage) = generate(job.model, req, job.output_tokens);
             (Answer::Text(generation), usage)
         }
     };
@@ -170,27 +176,21 @@ pub fn serve(
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        model: &req.model,
+        model: job.name,
     };
     let (tokens, finish) = answer.summary();
+    let schedule = job.plan.schedule(usage.prompt_tokens);
+    let start = schedule.start;
     let length = finish == Finish::Length.as_str();
     let (prompt, generated) = (usage.prompt_tokens, usage.completion_tokens);
     if req.stream {
-        let ttft = stream(
-            req,
-            &meta,
-            &answer,
-            usage,
-            Schedule { pace, start },
-            fault,
-            res,
-        );
+        let ttft = stream(req, &meta, &answer, usage, schedule, job.fault, res);
         if let Some(ttft) = ttft {
             METRICS.finish_request(prompt, generated, ttft, start.elapsed(), length);
         }
     } else {
         // A non-streaming answer leaves when its last token is ready.
-        sleep_until(start + pace.ready_at(tokens.max(1) - 1));
+        sleep_until(schedule.ready_at(tokens.max(1) - 1));
         match (&answer, req.logprobs) {
             (Answer::Text(g), None) => {
                 response::write_completion(res.body(), &meta, req.n, &g.text, finish, usage)
@@ -297,8 +297,9 @@ fn stream(
         ChunkUsage::Absent
     };
     let paced = !schedule.pace.is_instant();
+    let mut ticker = schedule.ticker();
     let mut sse = res.start_sse(200, &[]);
-    let result = (|| -> std::io::Result<Ending> {
+    let result = (|| -> std::io::Result<faults::Ending> {
         if paced {
             sse.flush()?;
         }
@@ -309,13 +310,13 @@ fn stream(
                 if k > 0 {
                     sse.flush()?;
                 }
-                sleep_until(schedule.start + schedule.pace.ready_at(k));
+                ticker.wait_next();
             }
             if k == 0 {
                 steps.open(&mut sse)?;
             }
             if fault == Some(StreamFault::Cut(k as u32)) {
-                return Ok(Ending::Cut);
+                return Ok(faults::Ending::Cut);
             }
             if !steps.write_next(&mut sse, k)? {
                 break;
@@ -329,10 +330,10 @@ fn stream(
             k += 1;
             match fault {
                 Some(StreamFault::Error) => {
-                    sse.event(|out| out.extend_from_slice(STREAM_ERROR.as_bytes()))?;
-                    return Ok(Ending::Finish);
+                    sse.event(|out| out.extend_from_slice(faults::STREAM_ERROR.as_bytes()))?;
+                    return Ok(faults::Ending::Finish);
                 }
-                Some(StreamFault::Stall) => return Ok(Ending::Stall),
+                Some(StreamFault::Stall) => return Ok(faults::Ending::Stall),
                 _ => {}
             }
             if steps.is_done() {
@@ -351,19 +352,19 @@ fn stream(
         if fault != Some(StreamFault::NoDone) {
             sse.event(|out| out.extend_from_slice(b"[DONE]"))?;
         }
-        Ok(Ending::Finish)
+        Ok(faults::Ending::Finish)
     })();
     match result {
-        Ok(Ending::Finish) if fault.is_none() => {
+        Ok(faults::Ending::Finish) if fault.is_none() => {
             sse.finish().ok()?;
             Some(first_token.unwrap_or(last_token) - schedule.start)
         }
-        Ok(Ending::Finish) => sse.finish().ok().and(None),
-        Ok(Ending::Cut) => {
+        Ok(faults::Ending::Finish) => sse.finish().ok().and(None),
+        Ok(faults::Ending::Cut) => {
             sse.cut();
             None
         }
-        Ok(Ending::Stall) => {
+        Ok(faults::Ending::Stall) => {
             sse.stall(faults::MAX_STALL);
             None
         }
@@ -538,19 +539,6 @@ fn start<'a>(
     }
 }
 
-/// How a stream ends.
-enum Ending {
-    /// Properly: the terminating chunk.
-    Finish,
-    /// Dropped mid-body (`stream-cut:K`).
-    Cut,
-    /// Silent until the client gives up (`stream-stall`).
-    Stall,
-}
-
-/// The event `stream-error` sends: what the OpenAI SDK turns into an `APIError` mid-iteration.
-const STREAM_ERROR: &str = r#"{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":"stream_error"}}"#;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,12 +600,12 @@ mod tests {
     #[test]
     fn json_formats_replace_the_text() {
         let req = r#"{"model":"m","messages":[{"role":"user","content":"a b"}],"response_format":{"type":"json_object"},"n":2}"#;
-        let (generation, usage) = generate(&Echo, &chat::parse(req.as_bytes(), 64).unwrap());
+        let (generation, usage) = generate(&Echo, &chat::parse(req.as_bytes(), 64).unwrap(), None);
         assert_eq!(generation.text, r#"{"echo": "a b"}"#);
         assert_eq!(usage.completion_tokens, 2 * 3);
         let req = r#"{"model":"m","messages":[{"role":"user","content":"a b"}],"max_tokens":2,
             "response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","properties":{"x":{"type":"integer"},"y":{"type":"integer"}}}}}}"#;
-        let (generation, _) = generate(&Echo, &chat::parse(req.as_bytes(), 64).unwrap());
+        let (generation, _) = generate(&Echo, &chat::parse(req.as_bytes(), 64).unwrap(), None);
         assert!(
             generation.text.starts_with(r#"{"x": "#),
             "{}",

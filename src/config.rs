@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::http::Limits;
+use crate::model_spec::{self, Defaults, ModelSpec};
 
 /// Address used when nothing says otherwise: loopback, the port the seed's tutorial uses.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
@@ -31,18 +32,18 @@ pub struct Config {
     pub workers: usize,
     /// Accepted bearer keys; empty means the API is open.
     pub api_keys: Vec<String>,
-    /// Names listed by `/v1/models`.
-    pub models: Vec<String>,
+    /// Declared models, listed by `/v1/models`; the first serves unknown names unless `strict_models`.
+    pub models: Vec<ModelSpec>,
+    /// Kind, timing and queue settings of every model that does not set its own.
+    pub defaults: Defaults,
+    /// `(alias, model)`: other names that reach a declared model.
+    pub aliases: Vec<(String, String)>,
     /// Reject models that are not in `models` with 404 instead of serving any name.
     pub strict_models: bool,
     /// HTTP limits and timeouts.
     pub limits: Limits,
     /// Maximum JSON nesting in a request body.
     pub max_json_depth: usize,
-    /// Default time to first token (per-request header `x-standin-ttft-ms` overrides).
-    pub ttft: Duration,
-    /// Default time between tokens (per-request header `x-standin-itl-ms` overrides).
-    pub itl: Duration,
     /// Coroutine stack size in bytes.
     pub stack_size: usize,
     /// Finished coroutines kept for reuse.
@@ -61,18 +62,25 @@ pub struct Config {
     pub rate_limit_tpm: u64,
 }
 
+impl Config {
+    /// The declared model names, in order.
+    pub fn model_names(&self) -> Vec<&str> {
+        self.models.iter().map(|m| m.name.as_str()).collect()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             api_keys: Vec::new(),
-            models: vec![DEFAULT_MODEL.to_string()],
+            models: vec![ModelSpec::named(DEFAULT_MODEL)],
+            defaults: Defaults::default(),
+            aliases: Vec::new(),
             strict_models: false,
             limits: Limits::default(),
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
-            ttft: Duration::ZERO,
-            itl: Duration::ZERO,
             stack_size: DEFAULT_STACK_SIZE,
             coroutine_pool: DEFAULT_COROUTINE_POOL,
             quiet: false,
@@ -132,6 +140,7 @@ impl Flag {
             "api-key" => "api_keys".to_string(),
             "cors-origin" => "cors_origins".to_string(),
             "fail-rate" => "fail_rates".to_string(),
+            "alias" => "aliases".to_string(),
             name => name.replace('-', "_"),
         }
     }
@@ -167,7 +176,25 @@ pub const FLAGS: &[Flag] = &[
         name: "models",
         value: Some("LIST"),
         default: DEFAULT_MODEL,
-        help: "comma-separated model names listed by /v1/models",
+        help: "model names listed by /v1/models (comma-separated, or a JSON array of declarations)",
+    },
+    Flag {
+        name: "kind",
+        value: Some("KIND"),
+        default: "echo",
+        help: "what answers: echo (the seed's) or synthetic (seeded words)",
+    },
+    Flag {
+        name: "output-tokens",
+        value: Some("RULE"),
+        default: "max_tokens",
+        help: "synthetic output length: N, MIN-MAX or max_tokens[:N] (header x-standin-output-tokens overrides)",
+    },
+    Flag {
+        name: "alias",
+        value: Some("NAME=MODEL"),
+        default: "none",
+        help: "another name for a declared model, repeatable",
     },
     Flag {
         name: "strict-models",
@@ -186,6 +213,36 @@ pub const FLAGS: &[Flag] = &[
         value: Some("MS"),
         default: "0",
         help: "time between tokens (header x-standin-itl-ms overrides)",
+    },
+    Flag {
+        name: "jitter-ms",
+        value: Some("MS"),
+        default: "0",
+        help: "standard deviation of every token gap (decimals allowed)",
+    },
+    Flag {
+        name: "prefill-us-per-token",
+        value: Some("US"),
+        default: "0",
+        help: "time to first token added per prompt token, in microseconds",
+    },
+    Flag {
+        name: "load-factor",
+        value: Some("F"),
+        default: "0",
+        help: "each other request in flight on a model stretches its delays by F",
+    },
+    Flag {
+        name: "max-concurrent",
+        value: Some("N"),
+        default: "0",
+        help: "requests generating at once per model, the rest queue; 0 = no limit",
+    },
+    Flag {
+        name: "max-waiting",
+        value: Some("N"),
+        default: "1024",
+        help: "queued requests per model past --max-concurrent (503 past it)",
     },
     Flag {
         name: "max-header-bytes",
@@ -310,7 +367,7 @@ type Setting = (&'static Flag, Vec<String>);
 
 /// Flags given as lists: repeatable on the command line, comma-separated in the environment, a JSON list
 /// in the file. A source that gives one replaces the list of the sources below it.
-const LIST_FLAGS: &[&str] = &["api-key", "cors-origin", "fail-rate"];
+const LIST_FLAGS: &[&str] = &["api-key", "cors-origin", "fail-rate", "alias"];
 
 /// Reads flags, environment and config file into a `Command`.
 pub fn parse<I, E>(args: I, env: E) -> Result<Command, ConfigError>
@@ -351,6 +408,7 @@ where
         let mut keys: Option<Vec<String>> = None;
         let mut origins: Option<Vec<String>> = None;
         let mut rates: Option<Vec<String>> = None;
+        let mut aliases: Option<Vec<String>> = None;
         for (flag, values) in source {
             if flag.name == "api-key" {
                 keys.get_or_insert_with(Vec::new).extend(values);
@@ -358,6 +416,8 @@ where
                 origins.get_or_insert_with(Vec::new).extend(values);
             } else if flag.name == "fail-rate" {
                 rates.get_or_insert_with(Vec::new).extend(values);
+            } else if flag.name == "alias" {
+                aliases.get_or_insert_with(Vec::new).extend(values);
             } else if flag.name == "api-key-file" {
                 key_files = values;
             } else {
@@ -371,6 +431,11 @@ where
         }
         if let Some(origins) = origins {
             cfg.cors_origins = origins;
+        }
+        if let Some(aliases) = aliases {
+            cfg.aliases = (aliases.iter().map(|a| model_spec::parse_alias(a)))
+                .collect::<Result<_, _>>()
+                .map_err(ConfigError)?;
         }
         if let Some(rates) = rates {
             cfg.fail_rates = crate::faults::Rates::parse(&rates).map_err(ConfigError)?;
@@ -460,15 +525,15 @@ fn parse_file(path: &str) -> Result<Vec<Setting>, ConfigError> {
             serde_json::Value::Array(items)
                 if flag.name == "models" || LIST_FLAGS.contains(&flag.name) =>
             {
-                let strings: Option<Vec<String>> = items
-                    .iter()
-                    .map(|i| i.as_str().map(str::to_string))
-                    .collect();
-                let strings = strings.ok_or_else(bad)?;
                 if flag.name == "models" {
-                    vec![strings.join(",")]
+                    // Names and declarations alike: `model_spec::parse_list` reads the JSON back.
+                    vec![serde_json::Value::Array(items.clone()).to_string()]
                 } else {
-                    strings
+                    let strings: Option<Vec<String>> = items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_string))
+                        .collect();
+                    strings.ok_or_else(bad)?
                 }
             }
             _ => return Err(bad()),
@@ -494,14 +559,31 @@ fn apply(cfg: &mut Config, flag: &Flag, value: &str) -> Result<(), ConfigError> 
     match flag.name {
         "listen" => cfg.listen = value.to_string(),
         "workers" => cfg.workers = number(flag, value)?,
-        "models" => {
-            cfg.models = value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
+        "models" => cfg.models = model_spec::parse_list(value).map_err(ConfigError)?,
+        "kind" => {
+            cfg.defaults.kind =
+                model_spec::Kind::parse(value).map_err(|e| ConfigError(format!("`--kind`: {e}")))?
         }
+        "output-tokens" => {
+            cfg.defaults.output_tokens = crate::models::synthetic::OutputLength::parse(value)
+                .map_err(|e| ConfigError(format!("`--output-tokens`: {e}")))?
+        }
+        "jitter-ms" => cfg.defaults.profile.jitter = decimal(flag, value, 1e-3)?,
+        "prefill-us-per-token" => {
+            cfg.defaults.profile.prefill_per_token = decimal(flag, value, 1e-6)?
+        }
+        "load-factor" => {
+            cfg.defaults.profile.load_factor = match value.trim().parse::<f64>() {
+                Ok(f) if (0.0..=1000.0).contains(&f) => f,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "`--load-factor` wants a number from 0 to 1000, got `{value}`"
+                    )))
+                }
+            }
+        }
+        "max-concurrent" => cfg.defaults.max_concurrent = number(flag, value)?,
+        "max-waiting" => cfg.defaults.max_waiting = number(flag, value)?,
         "strict-models" => cfg.strict_models = switch(flag, value)?,
         "max-header-bytes" => limits.max_header_bytes = number(flag, value)?,
         "max-headers" => limits.max_headers = number(flag, value)?,
@@ -510,8 +592,8 @@ fn apply(cfg: &mut Config, flag: &Flag, value: &str) -> Result<(), ConfigError> 
         "header-timeout-ms" => limits.header_timeout = millis(flag, value)?,
         "body-timeout-ms" => limits.body_timeout = millis(flag, value)?,
         "idle-timeout-ms" => limits.idle_timeout = millis(flag, value)?,
-        "ttft-ms" => cfg.ttft = millis(flag, value)?,
-        "itl-ms" => cfg.itl = millis(flag, value)?,
+        "ttft-ms" => cfg.defaults.profile.ttft = decimal(flag, value, 1e-3)?,
+        "itl-ms" => cfg.defaults.profile.itl = decimal(flag, value, 1e-3)?,
         "stack-size" => cfg.stack_size = number(flag, value)?,
         "coroutine-pool" => cfg.coroutine_pool = number(flag, value)?,
         "quiet" => cfg.quiet = switch(flag, value)?,
@@ -535,6 +617,20 @@ fn number(flag: &Flag, value: &str) -> Result<usize, ConfigError> {
 
 fn millis(flag: &Flag, value: &str) -> Result<Duration, ConfigError> {
     number(flag, value).map(|ms| Duration::from_millis(ms as u64))
+}
+
+/// A non-negative decimal in units of `unit` seconds, at most ten minutes.
+fn decimal(flag: &Flag, value: &str, unit: f64) -> Result<Duration, ConfigError> {
+    let parsed = value.trim().parse::<f64>().ok();
+    model_spec::duration(parsed, unit, flag.name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "`--{}` wants a number from 0 up to ten minutes, got `{value}`",
+                flag.name
+            ))
+        })
 }
 
 fn switch(flag: &Flag, value: &str) -> Result<bool, ConfigError> {
@@ -576,9 +672,7 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if l.header_timeout.is_zero() || l.body_timeout.is_zero() || l.idle_timeout.is_zero() {
         return fail("timeouts must be positive");
     }
-    if cfg.models.is_empty() {
-        return fail("`--models` must name at least one model");
-    }
+    model_spec::check(&cfg.models, &cfg.aliases).map_err(ConfigError)?;
     if cfg
         .api_keys
         .iter()
@@ -619,7 +713,7 @@ mod tests {
     fn defaults_need_no_input() {
         let cfg = run(&[], &[]).unwrap();
         assert_eq!(cfg.listen, DEFAULT_LISTEN);
-        assert_eq!(cfg.models, vec![DEFAULT_MODEL]);
+        assert_eq!(cfg.model_names(), vec![DEFAULT_MODEL]);
         assert!(cfg.api_keys.is_empty());
         assert_eq!(cfg.limits.max_header_bytes, 16 * 1024);
         assert_eq!(cfg.limits.max_body_bytes, 8 * 1024 * 1024);
@@ -678,13 +772,57 @@ mod tests {
     #[test]
     fn models_and_strict_models() {
         let cfg = run(&["--models", "a, b", "--strict-models"], &[]).unwrap();
-        assert_eq!(cfg.models, vec!["a", "b"]);
+        assert_eq!(cfg.model_names(), vec!["a", "b"]);
         assert!(cfg.strict_models);
         assert_eq!(
-            run(&[], &[("STANDIN_MODELS", "m")]).unwrap().models,
+            run(&[], &[("STANDIN_MODELS", "m")]).unwrap().model_names(),
             vec!["m"]
         );
         assert!(run(&["--models", ","], &[]).is_err());
+    }
+
+    #[test]
+    fn model_declarations_from_file_env_and_flags() {
+        let path = temp_file(
+            "models.json",
+            r#"{"models": ["plain", {"name": "fast", "kind": "synthetic", "ttft_ms": 80,
+                "aliases": ["gpt-4o"]}], "aliases": ["gpt-3.5-turbo=plain"], "max_concurrent": 2}"#,
+        );
+        let cfg = run(&["--config", &path, "--jitter-ms", "1.5"], &[]).unwrap();
+        assert_eq!(cfg.model_names(), vec!["plain", "fast"]);
+        assert_eq!(cfg.aliases, vec![("gpt-3.5-turbo".into(), "plain".into())]);
+        let fast = cfg.models[1].resolve(&cfg.defaults);
+        assert_eq!(fast.kind, model_spec::Kind::Synthetic);
+        assert_eq!(fast.profile.ttft, Duration::from_millis(80));
+        assert_eq!(fast.profile.jitter, Duration::from_micros(1500));
+        assert_eq!(fast.max_concurrent, 2);
+        let env = [("STANDIN_MODELS", r#"[{"name":"e","kind":"synthetic"}]"#)];
+        assert_eq!(run(&[], &env).unwrap().model_names(), vec!["e"]);
+        let cfg = run(
+            &[
+                "--kind",
+                "synthetic",
+                "--output-tokens",
+                "4-8",
+                "--alias",
+                "x=mock-gpt-model",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.defaults.kind, model_spec::Kind::Synthetic);
+        assert_eq!(cfg.aliases.len(), 1);
+        for bad in [
+            &["--kind", "gpt"][..],
+            &["--output-tokens", "lots"],
+            &["--alias", "x=nowhere"],
+            &["--alias", "mock-gpt-model=mock-gpt-model"],
+            &["--load-factor", "-1"],
+            &["--jitter-ms", "nan"],
+            &["--models", r#"[{"name":"m","ttft_ms":"slow"}]"#],
+        ] {
+            assert!(run(bad, &[]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -721,7 +859,7 @@ mod tests {
         assert_eq!(cfg.stack_size, 70000);
         assert_eq!(cfg.coroutine_pool, 7);
         assert_eq!(
-            (cfg.ttft, cfg.itl),
+            (cfg.defaults.profile.ttft, cfg.defaults.profile.itl),
             (Duration::from_millis(250), Duration::from_millis(20))
         );
         assert!(run(&["--stack-size=1000"], &[]).is_err());
@@ -842,7 +980,7 @@ mod tests {
         let cfg = run(&["--config", &path, "--workers", "5"], &[]).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:1");
         assert_eq!(cfg.workers, 5);
-        assert_eq!(cfg.models, vec!["x", "y"]);
+        assert_eq!(cfg.model_names(), vec!["x", "y"]);
         assert!(cfg.quiet);
         assert_eq!(cfg.api_keys, vec!["k"]);
     }

@@ -59,6 +59,19 @@ pub enum StreamFault {
     NoDone,
 }
 
+/// How a stream ends.
+pub enum Ending {
+    /// Properly: the terminating chunk.
+    Finish,
+    /// Dropped mid-body (`stream-cut:K`).
+    Cut,
+    /// Silent until the client gives up (`stream-stall`).
+    Stall,
+}
+
+/// The event `stream-error` sends: what the OpenAI SDK turns into an `APIError` mid-iteration.
+pub const STREAM_ERROR: &str = r#"{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":"stream_error"}}"#;
+
 /// Reads the header value; `None` when absent.
 pub fn parse(value: Option<&[u8]>) -> Result<Option<Fault>, ApiError> {
     let Some(value) = value else { return Ok(None) };

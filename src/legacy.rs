@@ -2,47 +2,38 @@
 //! stream. The wire format lives in `openai::completions`; token timing follows `crate::completion`, so both
 //! endpoints pace alike.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::faults::{self, Ending, StreamFault};
 use crate::http::Responder;
 use crate::ids;
-use crate::models::{tokens, Generation, Model, Pace, Prompt, Sampling};
+use crate::job::Job;
+use crate::models::{tokens, Generation, Model, Prompt, Sampling};
 use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
 use crate::openai::response::{Meta, Usage};
-use crate::openai::ApiError;
 use crate::pacing::{sleep_until, Schedule};
 
-/// Answers one legacy completion; `check_model` applies the server's model policy. Each token is ready when
-/// `pace` says, counted from `start` (when the request arrived), as for chat completions.
-pub fn serve(
-    model: &dyn Model,
-    pace: Pace,
-    start: Instant,
-    body: &[u8],
-    max_depth: usize,
-    check_model: &dyn Fn(&str) -> Result<(), ApiError>,
-    res: &mut Responder<'_>,
-) -> Result<(), ApiError> {
-    let req = completions::parse(body, max_depth)?;
-    check_model(&req.model)?;
-    let (generations, usage) = generate(model, &req);
+/// Answers one parsed legacy completion as `job` says. Each token is ready when the job's plan says, counted
+/// from when the request arrived, as for chat completions; a stream fault breaks a stream the same way.
+pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>) {
+    let (generations, usage) = generate(job.model, req, job.output_tokens);
     let mut id_buf = [0u8; 32];
     let meta = Meta {
         id: ids::write_hex_id("cmpl-", ids::next(), &mut id_buf),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        model: &req.model,
+        model: job.name,
     };
-    let schedule = Schedule { pace, start };
+    let schedule = job.plan.schedule(usage.prompt_tokens);
     if req.stream {
-        stream(&req, &meta, &generations, usage, schedule, res);
-        return Ok(());
+        stream(req, &meta, &generations, usage, schedule, job.fault, res);
+        return;
     }
     // A non-streaming answer leaves when the last token of its longest choice is ready.
     let longest = generations.iter().map(|g| g.tokens).max().unwrap_or(0);
-    sleep_until(start + pace.ready_at(longest.max(1) - 1));
+    sleep_until(schedule.ready_at(longest.max(1) - 1));
     let answers: Vec<Answer<'_>> = req
         .prompts
         .iter()
@@ -55,13 +46,16 @@ pub fn serve(
         .collect();
     completions::write_completion(res.body(), &meta, &answers, req.n, usage);
     res.send(200, "application/json", &[]);
-    Ok(())
 }
 
 /// The model's output for each prompt, cut by the request's stop sequences and token limit, and the usage:
 /// prompt tokens over every prompt (a token array counts its ids), completion tokens over every choice. An
 /// echoed prompt counts as prompt only, as on OpenAI.
-pub fn generate(model: &dyn Model, req: &CompletionRequest<'_>) -> (Vec<Generation>, Usage) {
+pub fn generate(
+    model: &dyn Model,
+    req: &CompletionRequest<'_>,
+    output_tokens: Option<u32>,
+) -> (Vec<Generation>, Usage) {
     let mut stop: [&str; MAX_STOP] = [""; MAX_STOP];
     let stops = req.stop.len().min(MAX_STOP);
     for (slot, s) in stop.iter_mut().zip(&req.stop) {
@@ -77,6 +71,8 @@ pub fn generate(model: &dyn Model, req: &CompletionRequest<'_>) -> (Vec<Generati
         .map(|p| {
             let prompt = Prompt {
                 last_text: Some(&p.text),
+                seed: req.seed.map_or(0, |s| s as u64),
+                output_tokens,
             };
             model.generate(&prompt, &sampling)
         })
@@ -105,12 +101,14 @@ fn stream(
     generations: &[Generation],
     usage: Usage,
     schedule: Schedule,
+    fault: Option<StreamFault>,
     res: &mut Responder<'_>,
 ) {
     let paced = !schedule.pace.is_instant();
+    let mut ticker = schedule.ticker();
     let n = req.n;
     let mut sse = res.start_sse(200, &[]);
-    let result = (|| -> std::io::Result<()> {
+    let result = (|| -> std::io::Result<Ending> {
         if paced {
             sse.flush()?;
         }
@@ -123,7 +121,10 @@ fn stream(
                 if k > 0 {
                     sse.flush()?;
                 }
-                sleep_until(schedule.start + schedule.pace.ready_at(k));
+                ticker.wait_next();
+            }
+            if fault == Some(StreamFault::Cut(k as u32)) {
+                return Ok(Ending::Cut);
             }
             for ((p, prompt), tokens) in req.prompts.iter().enumerate().zip(&mut pieces) {
                 let first = p as u32 * n;
@@ -140,6 +141,14 @@ fn stream(
                     }
                 }
             }
+            match fault {
+                Some(StreamFault::Error) => {
+                    sse.event(|out| out.extend_from_slice(faults::STREAM_ERROR.as_bytes()))?;
+                    return Ok(Ending::Finish);
+                }
+                Some(StreamFault::Stall) => return Ok(Ending::Stall),
+                _ => {}
+            }
         }
         for (p, generation) in generations.iter().enumerate() {
             let first = p as u32 * n;
@@ -151,11 +160,17 @@ fn stream(
         if req.include_usage {
             sse.event(|out| completions::write_usage_event(out, meta, usage))?;
         }
-        sse.event(|out| out.extend_from_slice(b"[DONE]"))
+        if fault != Some(StreamFault::NoDone) {
+            sse.event(|out| out.extend_from_slice(b"[DONE]"))?;
+        }
+        Ok(Ending::Finish)
     })();
-    if result.is_ok() {
-        // A failed final write means the client left: nothing more to do either way.
-        drop(sse.finish());
+    // A failed write means the client left: nothing more to do.
+    match result {
+        Ok(Ending::Finish) => drop(sse.finish()),
+        Ok(Ending::Cut) => sse.cut(),
+        Ok(Ending::Stall) => sse.stall(faults::MAX_STALL),
+        Err(_) => {}
     }
 }
 
@@ -167,7 +182,7 @@ mod tests {
 
     fn run(body: &str) -> (Vec<Generation>, Usage) {
         let req = completions::parse(body.as_bytes(), 64).unwrap();
-        generate(&Echo, &req)
+        generate(&Echo, &req, None)
     }
 
     #[test]

@@ -4,15 +4,19 @@
 //! - [`http`]: sockets, framing, limits, timeouts, SSE. Knows nothing of OpenAI.
 //! - [`openai`]: wire types, validation, the error envelope. Knows nothing of sockets.
 //! - [`models`]: turn a prompt into text and tokens. Know neither.
-//! - [`app`] routes and authenticates; [`completion`] joins the three for one chat completion;
+//! - [`app`] routes and authenticates; [`catalog`] holds the configured models ([`model_spec`] reads their
+//!   declarations) and [`admission`] queues their requests; [`job`] is one settled generation request;
+//!   [`completion`] joins the three layers for one chat completion, [`legacy`] for a text completion;
 //!   [`faults`] injects failures by header; [`cors`] and [`ratelimit`] add CORS and per-key limits;
 //!   [`metrics`] serves Prometheus text; [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod catalog;
 pub mod completion;
 pub mod config;
 pub mod cors;
@@ -20,14 +24,17 @@ pub mod embeddings;
 pub mod faults;
 pub mod http;
 pub mod ids;
+pub mod job;
 pub mod legacy;
 pub mod log;
 pub mod metrics;
+pub mod model_spec;
 pub mod models;
 pub mod openai;
 pub mod pacing;
 pub mod ratelimit;
 pub mod server;
+pub mod upstream;
 
 use std::io::Write;
 use std::sync::Arc;

@@ -70,6 +70,7 @@ impl<const N: usize> Histogram<N> {
 /// Every metric standin exports.
 pub struct Metrics {
     running: AtomicI64,
+    waiting: AtomicI64,
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
     requests_success: [AtomicU64; 2],
@@ -100,6 +101,15 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Counts a request as waiting for a model slot while it lives.
+pub struct Waiting<'a>(&'a Metrics);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counts a connection as open while it lives.
 pub struct OpenConnection<'a>(&'a Metrics);
 
@@ -114,6 +124,7 @@ impl Metrics {
     pub const fn new() -> Self {
         Metrics {
             running: AtomicI64::new(0),
+            waiting: AtomicI64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             requests_success: [const { AtomicU64::new(0) }; 2],
@@ -131,6 +142,12 @@ impl Metrics {
     pub fn start_request(&self) -> Running<'_> {
         self.running.fetch_add(1, Ordering::Relaxed);
         Running(self)
+    }
+
+    /// A request started waiting for a slot (`max_concurrent`).
+    pub fn start_waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self)
     }
 
     /// A connection was accepted.
@@ -191,7 +208,7 @@ impl Metrics {
             &mut out,
             "vllm:num_requests_waiting",
             "Requests queued for generation.",
-            0,
+            self.waiting.load(Ordering::Relaxed),
         );
         for (name, help, value) in [
             (

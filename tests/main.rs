@@ -15,6 +15,8 @@ mod cli;
 mod connection;
 #[path = "suite/cors.rs"]
 mod cors;
+#[path = "suite/faults.rs"]
+mod faults;
 #[path = "suite/framing.rs"]
 mod framing;
 #[path = "suite/limits.rs"]
@@ -23,6 +25,8 @@ mod limits;
 mod malformed;
 #[path = "suite/metrics.rs"]
 mod metrics;
+#[path = "suite/models.rs"]
+mod models;
 #[path = "suite/pacing.rs"]
 mod pacing;
 #[path = "suite/ratelimit.rs"]

@@ -88,6 +88,20 @@ impl ApiError {
         }
     }
 
+    /// 503 when a model's queue (`max_concurrent` + `max_waiting`) is full, as an overloaded engine says.
+    pub fn queue_full(model: &str) -> Self {
+        let message = format!(
+            "The model `{model}` is currently overloaded with other requests. Please try again later."
+        );
+        ApiError {
+            status: 503,
+            kind: "server_error",
+            message: message.into(),
+            param: None,
+            code: Some("overloaded"),
+        }
+    }
+
     /// 405 for a known path with the wrong method.
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
         let message = format!("Method {method} is not allowed for {path}");

@@ -1,0 +1,179 @@
+//! The running server's models: each declared model with its text source, latency profile and admission gate,
+//! found by name or alias. An unknown name is served by the first model under the name the client sent,
+//! unless `--strict-models` makes it a 404.
+
+use std::collections::HashMap;
+
+use crate::admission::Gate;
+use crate::config::Config;
+use crate::model_spec::Kind;
+use crate::models::echo::Echo;
+use crate::models::profile::Profile;
+use crate::models::synthetic::Synthetic;
+use crate::models::Model;
+use crate::openai::ApiError;
+
+/// One model ready to serve.
+pub struct Entry {
+    /// Its id.
+    pub name: String,
+    /// What writes its text.
+    pub model: Box<dyn Model>,
+    /// Its timing.
+    pub profile: Profile,
+    /// Its queue.
+    pub gate: Gate,
+}
+
+/// The model a request reached.
+#[derive(Clone, Copy)]
+pub struct Served<'a> {
+    /// The model.
+    pub entry: &'a Entry,
+    /// The id the response reports: the model's own (an alias resolves to it), or an unknown name as sent.
+    pub name: &'a str,
+}
+
+/// Every model of the server.
+pub struct Catalog {
+    entries: Vec<Entry>,
+    /// Names and aliases → entry.
+    index: HashMap<String, usize>,
+    /// Ids for `/v1/models`: names, then aliases.
+    ids: Vec<String>,
+    strict: bool,
+}
+
+impl Catalog {
+    /// Builds every declared model from a validated configuration.
+    pub fn new(cfg: &Config) -> Self {
+        let mut entries = Vec::new();
+        let mut index = HashMap::new();
+        let mut ids = Vec::new();
+        let mut alias_ids = Vec::new();
+        for (i, spec) in cfg.models.iter().enumerate() {
+            let resolved = spec.resolve(&cfg.defaults);
+            let model: Box<dyn Model> = match resolved.kind {
+                // Wired to the relay in the next step; until then the echo answers.
+                Kind::Echo | Kind::Upstream => Box::new(Echo),
+                Kind::Synthetic => Box::new(Synthetic {
+                    length: resolved.output_tokens,
+                }),
+            };
+            index.insert(resolved.name.clone(), i);
+            ids.push(resolved.name.clone());
+            for alias in &resolved.aliases {
+                index.insert(alias.clone(), i);
+                alias_ids.push(alias.clone());
+            }
+            entries.push(Entry {
+                name: resolved.name,
+                model,
+                profile: resolved.profile,
+                gate: Gate::new(resolved.max_concurrent, resolved.max_waiting),
+            });
+        }
+        for (alias, target) in &cfg.aliases {
+            if let Some(&i) = index.get(target) {
+                index.insert(alias.clone(), i);
+                alias_ids.push(alias.clone());
+            }
+        }
+        ids.extend(alias_ids);
+        Catalog {
+            entries,
+            index,
+            ids,
+            strict: cfg.strict_models,
+        }
+    }
+
+    /// The model for `requested`, or 404 `model_not_found` when strict and unknown.
+    pub fn resolve<'a>(&'a self, requested: &'a str) -> Result<Served<'a>, ApiError> {
+        match self.index.get(requested) {
+            Some(&i) => {
+                let entry = &self.entries[i];
+                Ok(Served {
+                    entry,
+                    name: &entry.name,
+                })
+            }
+            None if self.strict => Err(ApiError::model_not_found(requested)),
+            None => Ok(Served {
+                entry: &self.entries[0],
+                name: requested,
+            }),
+        }
+    }
+
+    /// Whether `id` is listed (a name or an alias).
+    pub fn lists(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Ids `/v1/models` lists.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// The first model's name: labels the metrics and names errors before a model is known.
+    pub fn first_name(&self) -> &str {
+        &self.entries[0].name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model_spec::ModelSpec;
+    use crate::models::{Prompt, Sampling};
+
+    fn catalog(strict: bool) -> Catalog {
+        let mut synthetic = ModelSpec::named("syn");
+        synthetic.kind = Some(Kind::Synthetic);
+        synthetic.aliases = vec!["gpt-4o".into()];
+        let cfg = Config {
+            models: vec![ModelSpec::named("echo"), synthetic],
+            aliases: vec![("gpt-3.5-turbo".into(), "echo".into())],
+            strict_models: strict,
+            ..Config::default()
+        };
+        Catalog::new(&cfg)
+    }
+
+    fn text(served: Served<'_>) -> String {
+        let prompt = Prompt {
+            last_text: Some("hi"),
+            ..Prompt::default()
+        };
+        let sampling = Sampling {
+            max_tokens: Some(5),
+            stop: &[],
+        };
+        served.entry.model.generate(&prompt, &sampling).text
+    }
+
+    #[test]
+    fn aliases_reach_their_model_and_report_its_name() {
+        let c = catalog(true);
+        let served = c.resolve("gpt-4o").unwrap();
+        assert_eq!(served.name, "syn");
+        assert_eq!(text(served), text(c.resolve("syn").unwrap()));
+        assert!(!text(served).starts_with("As a mock"));
+        assert_eq!(c.resolve("gpt-3.5-turbo").unwrap().name, "echo");
+        assert_eq!(c.ids(), ["echo", "syn", "gpt-4o", "gpt-3.5-turbo"]);
+        assert!(c.lists("gpt-4o") && !c.lists("other"));
+    }
+
+    #[test]
+    fn unknown_names_follow_the_policy() {
+        assert_eq!(
+            catalog(true).resolve("nope").err().map(|e| e.status),
+            Some(404)
+        );
+        let c = catalog(false);
+        let served = c.resolve("nope").unwrap();
+        assert_eq!((served.name, served.entry.name.as_str()), ("nope", "echo"));
+        assert!(text(served).starts_with("As a mock"));
+    }
+}

@@ -1,0 +1,3 @@
+//! The `upstream` model kind: requests relayed to another OpenAI-compatible server.
+
+pub mod spec;
