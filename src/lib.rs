@@ -7,6 +7,7 @@
 //! - [`app`] routes and authenticates; [`completion`] joins the three for one chat completion;
 //!   [`faults`] injects failures by header; [`cors`] and [`ratelimit`] add CORS and per-key limits;
 //!   [`metrics`] serves Prometheus text; [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
+//! - [`upstream`]: client, pool, SSE parser, spec repairs and health for proxying to an OpenAI-compatible server.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -28,6 +29,7 @@ pub mod openai;
 pub mod pacing;
 pub mod ratelimit;
 pub mod server;
+pub mod upstream;
 
 use std::io::Write;
 use std::sync::Arc;
