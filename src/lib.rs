@@ -9,6 +9,7 @@
 //!   [`completion`] joins the three layers for one chat completion, [`legacy`] for a text completion;
 //!   [`faults`] injects failures by header; [`cors`] and [`ratelimit`] add CORS and per-key limits;
 //!   [`metrics`] serves Prometheus text; [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
+//! - [`upstream`]: client, pool, SSE parser, spec repairs and health for proxying to an OpenAI-compatible server.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]

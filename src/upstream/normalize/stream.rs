@@ -1,0 +1,342 @@
+//! The streaming side of [`super`]: each upstream event's payload in, the payloads to forward out (the
+//! caller frames them as `data:` events). Chunks that already follow the spec go out byte for byte.
+
+use serde_json::{Map, Value};
+
+use super::{
+    count_choice, envelope_from_value, fix_choice, fix_usage, usage_value, Endpoint, TokenCounter,
+};
+
+/// Choices counted separately for synthesised usage; OpenAI caps `n` at 128. Higher indexes share the
+/// last counter, which can only merge words across choices (count low), never fail.
+const MAX_COUNTED_CHOICES: usize = 128;
+
+/// What an event that is not JSON turns into: the SDKs raise on an `error` event mid-stream.
+const MALFORMED_EVENT: &str = r#"{"error":{"message":"The upstream model server sent an invalid event.","type":"server_error","param":null,"code":"upstream_error"}}"#;
+
+/// Fields of the stream copied into the usage chunk, so it looks like the stream's other chunks.
+const TEMPLATE_FIELDS: [&str; 4] = ["id", "created", "model", "system_fingerprint"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// `[DONE]` sent: anything later is dropped.
+    Done,
+    /// An error event sent: the stream ends there, without `[DONE]`, as standin's own streams do.
+    Failed,
+}
+
+/// Repairs an upstream's stream chunk by chunk:
+/// - `finish_reason: ""` or missing becomes null, a missing `index` the choice's position, a missing chat
+///   `delta` `{}`, a missing `object` `chat.completion.chunk` (or `text_completion`);
+/// - usage, whenever it comes (first, on a content chunk, on every chunk), is held back and sent last, just
+///   before `[DONE]`, as its own chunk with `choices: []` — only if the client asked for `include_usage`;
+/// - if the client asked and the upstream sent none, usage is synthesised: completion tokens by the crate's
+///   token rule ([`crate::models::tokens`]) over each choice's generated text (content, reasoning, tool
+///   call arguments, legacy `text`), prompt tokens as the caller estimated them;
+/// - an `{"error":…}` event goes out in envelope shape and ends the stream; so does a payload that is not
+///   JSON.
+#[derive(Debug)]
+pub struct StreamFixer {
+    endpoint: Endpoint,
+    include_usage: bool,
+    prompt_tokens: u64,
+    /// The latest usage the upstream reported.
+    usage: Option<Value>,
+    template: Map<String, Value>,
+    counters: Vec<TokenCounter>,
+    state: State,
+}
+
+impl StreamFixer {
+    /// A fixer for one stream. `include_usage` is the client's `stream_options.include_usage`;
+    /// `prompt_tokens` is used only if usage has to be synthesised.
+    pub fn new(endpoint: Endpoint, include_usage: bool, prompt_tokens: u64) -> Self {
+        StreamFixer {
+            endpoint,
+            include_usage,
+            prompt_tokens,
+            usage: None,
+            template: Map::new(),
+            counters: Vec::new(),
+            state: State::Open,
+        }
+    }
+
+    /// Whether the stream has ended (`[DONE]` or an error was sent): nothing more will be forwarded.
+    pub fn is_finished(&self) -> bool {
+        self.state != State::Open
+    }
+
+    /// Takes one upstream event's data and appends the payloads to forward, in order, to `out`.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        if self.state != State::Open {
+            return;
+        }
+        let data = data.trim_ascii();
+        if data == b"[DONE]" {
+            self.end(out);
+            return;
+        }
+        let Ok(Value::Object(mut chunk)) = serde_json::from_slice::<Value>(data) else {
+            out.push(MALFORMED_EVENT.as_bytes().to_vec());
+            self.state = State::Failed;
+            return;
+        };
+        if chunk.get("error").is_some_and(|e| !e.is_null()) && !chunk.contains_key("choices") {
+            // Mid-stream there is no status; a server error is what the event reports.
+            out.push(envelope_from_value(500, &Value::Object(chunk)));
+            self.state = State::Failed;
+            return;
+        }
+        for field in TEMPLATE_FIELDS {
+            if let (false, Some(value)) = (self.template.contains_key(field), chunk.get(field)) {
+                self.template.insert(field.into(), value.clone());
+            }
+        }
+        let mut changed = false;
+        if !matches!(chunk.get("object"), Some(Value::String(s)) if !s.is_empty()) {
+            chunk.insert("object".into(), self.endpoint.object(true).into());
+            changed = true;
+        }
+        let had_usage = match chunk.remove("usage") {
+            Some(Value::Null) => {
+                // Null usage on content chunks is what the spec sends with include_usage: keep it then.
+                if self.include_usage {
+                    chunk.insert("usage".into(), Value::Null);
+                } else {
+                    changed = true;
+                }
+                false
+            }
+            Some(mut usage) => {
+                fix_usage(&mut usage);
+                self.usage = Some(usage);
+                changed = true;
+                true
+            }
+            None => false,
+        };
+        let choices = chunk.entry("choices").or_insert(Value::Null);
+        if !choices.is_array() {
+            *choices = Value::Array(Vec::new());
+            changed = true;
+        }
+        let Some(choices) = choices.as_array_mut() else {
+            return;
+        };
+        if choices.is_empty() && had_usage {
+            // A usage-only chunk: held until the end.
+            return;
+        }
+        for (position, choice) in choices.iter_mut().enumerate() {
+            let Value::Object(choice) = choice else {
+                continue;
+            };
+            changed |= fix_choice(choice, position);
+            if self.endpoint == Endpoint::Chat && !choice.contains_key("delta") {
+                choice.insert("delta".into(), Value::Object(Map::new()));
+                changed = true;
+            }
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let slot = usize::try_from(index)
+                .unwrap_or(usize::MAX)
+                .min(MAX_COUNTED_CHOICES - 1);
+            if self.counters.len() <= slot {
+                self.counters.resize(slot + 1, TokenCounter::default());
+            }
+            count_choice(&mut self.counters[slot], choice);
+        }
+        if had_usage && self.include_usage {
+            chunk.insert("usage".into(), Value::Null);
+        }
+        out.push(if changed {
+            serde_json::to_vec(&chunk).unwrap_or_default()
+        } else {
+            data.to_vec()
+        });
+    }
+
+    /// The upstream ended the body without `[DONE]`: appends what must still be sent (the usage chunk if
+    /// asked for, then `[DONE]`). Nothing after `[DONE]` or an error. Call it only for a clean end of body;
+    /// a broken connection deserves an error event instead.
+    pub fn finish(&mut self, out: &mut Vec<Vec<u8>>) {
+        if self.state == State::Open {
+            self.end(out);
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<Vec<u8>>) {
+        if self.include_usage {
+            let usage = self.usage.take().unwrap_or_else(|| {
+                let completion = self.counters.iter().map(TokenCounter::count).sum();
+                usage_value(self.prompt_tokens, completion)
+            });
+            let mut chunk = Map::new();
+            for field in TEMPLATE_FIELDS {
+                if let Some(value) = self.template.get(field) {
+                    chunk.insert(field.into(), value.clone());
+                }
+            }
+            chunk.insert("object".into(), self.endpoint.object(true).into());
+            chunk.insert("choices".into(), Value::Array(Vec::new()));
+            chunk.insert("usage".into(), usage);
+            out.push(serde_json::to_vec(&chunk).unwrap_or_default());
+        }
+        out.push(b"[DONE]".to_vec());
+        self.state = State::Done;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Runs `events` through a fixer (then `finish`) and returns what goes out, parsed.
+    fn relay(include_usage: bool, endpoint: Endpoint, events: &[&str]) -> Vec<Value> {
+        let mut fixer = StreamFixer::new(endpoint, include_usage, 7);
+        let mut out = Vec::new();
+        for event in events {
+            fixer.push(event.as_bytes(), &mut out);
+        }
+        fixer.finish(&mut out);
+        out.iter()
+            .map(|p| {
+                if p == b"[DONE]" {
+                    json!("[DONE]")
+                } else {
+                    serde_json::from_slice(p).unwrap()
+                }
+            })
+            .collect()
+    }
+
+    const USAGE: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":3,"model":"m","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#;
+    const HELLO: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":3,"model":"m","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}"#;
+    const END: &str = r#"{"id":"c1","created":3,"model":"m","choices":[{"index":0,"delta":{"content":" you"},"finish_reason":""}]}"#;
+
+    #[test]
+    fn early_usage_is_sent_last_when_asked() {
+        let out = relay(true, Endpoint::Chat, &[USAGE, HELLO, END, "[DONE]"]);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0]["choices"][0]["delta"]["content"], "Hello");
+        assert_eq!(out[1]["object"], "chat.completion.chunk");
+        assert_eq!(out[1]["choices"][0]["finish_reason"], Value::Null);
+        assert_eq!(
+            out[2],
+            json!({"id":"c1","object":"chat.completion.chunk","created":3,"model":"m","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}})
+        );
+        assert_eq!(out[3], "[DONE]");
+    }
+
+    #[test]
+    fn usage_is_stripped_when_not_asked() {
+        let with_usage = r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        let out = relay(false, Endpoint::Chat, &[USAGE, with_usage, "[DONE]"]);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].get("usage").is_none());
+        assert_eq!(out[0]["choices"][0]["delta"]["content"], "x");
+        assert_eq!(out[1], "[DONE]");
+    }
+
+    #[test]
+    fn usage_on_a_content_chunk_is_moved_to_its_own_chunk() {
+        let with_usage = r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        let out = relay(true, Endpoint::Chat, &[with_usage]);
+        assert_eq!(out[0]["usage"], Value::Null);
+        assert_eq!(out[1]["choices"], json!([]));
+        assert_eq!(
+            out[1]["usage"],
+            json!({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2})
+        );
+        assert_eq!(out[2], "[DONE]");
+    }
+
+    #[test]
+    fn missing_usage_is_synthesised_from_content() {
+        // No [DONE] from the upstream either: finish supplies both.
+        let out = relay(true, Endpoint::Chat, &[HELLO, END]);
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            out[2]["usage"],
+            json!({"prompt_tokens":7,"completion_tokens":2,"total_tokens":9})
+        );
+        assert_eq!(
+            (out[2]["id"].as_str(), out[2]["model"].as_str()),
+            (Some("c1"), Some("m"))
+        );
+        assert_eq!(out[3], "[DONE]");
+    }
+
+    #[test]
+    fn synthesised_usage_counts_each_choice_apart() {
+        let a = r#"{"choices":[{"index":0,"delta":{"content":"ab"}},{"index":1,"delta":{"content":"cd"}}]}"#;
+        let b = r#"{"choices":[{"index":1,"delta":{"content":"ef gh"}},{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":" x"}}]}}]}"#;
+        let out = relay(true, Endpoint::Chat, &[a, b, "[DONE]"]);
+        // Choice 0: "ab" + " x" = 2 tokens; choice 1: "cd" + "ef gh" = "cdef gh" = 2 tokens.
+        assert_eq!(out[2]["usage"]["completion_tokens"], 4);
+    }
+
+    #[test]
+    fn compliant_chunks_pass_byte_for_byte() {
+        let mut fixer = StreamFixer::new(Endpoint::Chat, false, 0);
+        let mut out = Vec::new();
+        fixer.push(HELLO.as_bytes(), &mut out);
+        fixer.push(b"[DONE]", &mut out);
+        assert_eq!(out, vec![HELLO.as_bytes().to_vec(), b"[DONE]".to_vec()]);
+        assert!(fixer.is_finished());
+        fixer.push(HELLO.as_bytes(), &mut out);
+        fixer.finish(&mut out);
+        assert_eq!(out.len(), 2, "nothing after [DONE]");
+    }
+
+    #[test]
+    fn error_event_is_enveloped_and_ends_the_stream() {
+        let out = relay(
+            true,
+            Endpoint::Chat,
+            &[
+                HELLO,
+                r#"{"error":"CUDA out of memory","error_type":"generation"}"#,
+                HELLO,
+            ],
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[1],
+            json!({"error":{"message":"CUDA out of memory","type":"server_error","param":null,"code":"generation"}})
+        );
+        let out = relay(false, Endpoint::Chat, &["not json"]);
+        assert_eq!(
+            (out.len(), out[0]["error"]["code"].as_str()),
+            (1, Some("upstream_error"))
+        );
+    }
+
+    #[test]
+    fn legacy_completion_chunks() {
+        let chunk = r#"{"id":"cmpl-1","choices":[{"text":"a b","index":0,"logprobs":null,"finish_reason":""}]}"#;
+        let out = relay(true, Endpoint::Completions, &[chunk, "[DONE]"]);
+        assert_eq!(out[0]["object"], "text_completion");
+        assert_eq!(out[0]["choices"][0]["finish_reason"], Value::Null);
+        assert!(out[0]["choices"][0].get("delta").is_none());
+        assert_eq!(out[1]["object"], "text_completion");
+        assert_eq!(out[1]["usage"]["completion_tokens"], 2);
+        assert_eq!(out[2], "[DONE]");
+    }
+
+    #[test]
+    fn chat_chunk_gets_delta_and_index() {
+        let out = relay(
+            false,
+            Endpoint::Chat,
+            &[r#"{"object":"chat.completion.chunk","choices":[{"finish_reason":"stop"}]}"#],
+        );
+        assert_eq!(
+            out[0]["choices"][0],
+            json!({"index":0,"delta":{},"finish_reason":"stop"})
+        );
+    }
+}
