@@ -3,8 +3,9 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::admission::Permit;
 use crate::auth::{Caller, Keys};
-use crate::catalog::{Catalog, Served};
+use crate::catalog::{Catalog, Served, Source};
 use crate::completion;
 use crate::config::Config;
 use crate::cors::Cors;
@@ -17,11 +18,54 @@ use crate::legacy;
 use crate::log::AccessLog;
 use crate::metrics::METRICS;
 use crate::models::profile::Overrides;
-use crate::openai::{chat, completions, models, ApiError};
+use crate::models::Model;
+use crate::openai::{self, chat, completions, models, ApiError};
 use crate::pacing::Plan;
 use crate::ratelimit::{self, RateLimiter};
+use crate::upstream::relay::{Forward, Route};
 
 const JSON: &str = "application/json";
+
+/// A request holding a slot of its model, with what its headers asked for.
+struct Admitted<'s> {
+    /// Frees the slot when the request is done.
+    _permit: Permit<'s>,
+    plan: Plan,
+    output_tokens: Option<u32>,
+    fault: Option<StreamFault>,
+}
+
+impl Admitted<'_> {
+    /// The job for a model in this process.
+    fn job<'a>(&self, model: &'a dyn Model, served: Served<'a>) -> Job<'a> {
+        Job {
+            model,
+            name: served.name,
+            plan: self.plan,
+            output_tokens: self.output_tokens,
+            fault: self.fault,
+        }
+    }
+
+    /// The forward for an upstream model (non-streaming until the caller says otherwise).
+    fn forward<'a>(
+        &self,
+        req: &'a Request<'_>,
+        served: Served<'a>,
+        endpoint: Route,
+        prompt_tokens: u64,
+    ) -> Forward<'a> {
+        Forward {
+            endpoint,
+            body: req.body,
+            model: served.name,
+            stream: false,
+            include_usage: false,
+            prompt_tokens,
+            start: self.plan.start,
+        }
+    }
+}
 
 /// Shared, read-only state of a running server.
 pub struct App {
@@ -119,27 +163,61 @@ impl App {
         }
         match path {
             "/v1/embeddings" => {
-                if self.inject(req, self.catalog.first_name(), res)?.is_some() {
-                    let check = |m: &str| self.catalog.resolve(m).map(|_| ());
-                    embeddings::serve(req.body, self.max_json_depth, &check, res)?
-                }
+                let parsed = openai::embeddings::parse(req.body, self.max_json_depth)?;
+                let served = self.catalog.resolve(&parsed.model)?;
+                if let Some(admitted) = self.admit(req, served, res)? {
+                    match &served.entry.source {
+                        Source::Upstream(relay) => {
+                            let usage = embeddings::usage(&parsed).prompt_tokens;
+                            let forward = admitted.forward(req, served, Route::Embeddings, usage);
+                            relay.serve(&forward, res);
+                        }
+                        Source::Local(_) => {
+                            embeddings::write(&parsed, res.body());
+                            res.send(200, JSON, &[]);
+                        }
+                    }
+                };
             }
             "/v1/completions" => {
                 let parsed = completions::parse(req.body, self.max_json_depth)?;
                 let served = self.catalog.resolve(&parsed.model)?;
-                self.generate(req, served, res, |job, res| {
-                    legacy::serve(job, &parsed, res)
-                })?;
+                if let Some(admitted) = self.admit(req, served, res)? {
+                    match &served.entry.source {
+                        Source::Upstream(relay) => {
+                            let prompt = legacy::prompt_tokens(&parsed);
+                            let mut forward =
+                                admitted.forward(req, served, Route::Completions, prompt);
+                            (forward.stream, forward.include_usage) =
+                                (parsed.stream, parsed.include_usage);
+                            relay.serve(&forward, res);
+                        }
+                        Source::Local(model) => {
+                            legacy::serve(&admitted.job(model.as_ref(), served), &parsed, res)
+                        }
+                    }
+                };
             }
             "/v1/chat/completions" => {
                 let chat = chat::parse(req.body, self.max_json_depth)?;
                 let served = self.catalog.resolve(&chat.model)?;
-                self.generate(req, served, res, |job, res| {
-                    completion::serve(job, &chat, res)
-                })?;
+                if let Some(admitted) = self.admit(req, served, res)? {
+                    match &served.entry.source {
+                        Source::Upstream(relay) => {
+                            let prompt = completion::prompt_tokens(&chat);
+                            let mut forward = admitted.forward(req, served, Route::Chat, prompt);
+                            (forward.stream, forward.include_usage) =
+                                (chat.stream, chat.include_usage);
+                            relay.serve(&forward, res);
+                        }
+                        Source::Local(model) => {
+                            completion::serve(&admitted.job(model.as_ref(), served), &chat, res)
+                        }
+                    }
+                };
             }
             "/v1/models" => {
-                models::write_list(res.body(), self.catalog.ids(), self.started);
+                models::write_list(res.body(), &self.catalog.ids(), self.started);
                 res.send(200, JSON, &[]);
             }
             _ => {
@@ -152,15 +230,14 @@ impl App {
         Ok(())
     }
 
-    /// Runs one generation on `served`: reads the per-request headers, injects failures, waits for a slot
-    /// in the model's queue (503 when it is full), then lets `endpoint` answer.
-    fn generate(
+    /// Admits one generation on `served`: reads the per-request headers, injects failures, and waits for a
+    /// slot in the model's queue (503 when it is full). `None`: already answered.
+    fn admit<'s>(
         &self,
         req: &Request<'_>,
-        served: Served<'_>,
+        served: Served<'s>,
         res: &mut Responder<'_>,
-        endpoint: impl FnOnce(&Job<'_>, &mut Responder<'_>),
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Admitted<'s>>, ApiError> {
         let overrides = Overrides {
             ttft: header_number(req, "x-standin-ttft-ms", MAX_HEADER_DELAY_MS)?
                 .map(std::time::Duration::from_millis),
@@ -171,34 +248,31 @@ impl App {
             header_number(req, "x-standin-output-tokens", MAX_HEADER_OUTPUT_TOKENS)?
                 .map(|n| n as u32);
         let Some(fault) = self.inject(req, served.name, res)? else {
-            return Ok(());
+            return Ok(None);
         };
         let entry = served.entry;
         let Ok(permit) = entry.gate.enter() else {
             ApiError::queue_full(served.name).write_json(res.body());
             res.send(503, JSON, &[("retry-after", "1")]);
-            return Ok(());
+            return Ok(None);
         };
-        let job = Job {
-            model: entry.model.as_ref(),
-            name: served.name,
-            plan: Plan {
-                profile: entry.profile,
-                overrides,
-                in_flight: permit.in_flight,
-                start: req.arrived(),
-            },
+        let plan = Plan {
+            profile: entry.profile,
+            overrides,
+            in_flight: permit.in_flight,
+            start: req.arrived(),
+        };
+        Ok(Some(Admitted {
+            _permit: permit,
+            plan,
             output_tokens,
             fault,
-        };
-        endpoint(&job, res);
-        drop(permit);
-        Ok(())
+        }))
     }
 
     /// Applies `x-standin-fail`. A failure before the response is answered here and gives `None`; otherwise
-    /// `Some` carries the stream failure (if any) for the endpoint to apply once it streams. Legacy
-    /// completions and embeddings take the failures before the response only.
+    /// `Some` carries the stream failure (if any) for the endpoint to apply once it streams (chat and legacy
+    /// completions; embeddings and upstream models take the failures before the response only).
     fn inject(
         &self,
         req: &Request<'_>,

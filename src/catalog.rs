@@ -12,17 +12,26 @@ use crate::models::profile::Profile;
 use crate::models::synthetic::Synthetic;
 use crate::models::Model;
 use crate::openai::ApiError;
+use crate::upstream::relay::Relay;
 
 /// One model ready to serve.
 pub struct Entry {
     /// Its id.
     pub name: String,
-    /// What writes its text.
-    pub model: Box<dyn Model>,
+    /// What answers.
+    pub source: Source,
     /// Its timing.
     pub profile: Profile,
     /// Its queue.
     pub gate: Gate,
+}
+
+/// What answers a model's requests.
+pub enum Source {
+    /// A model in this process.
+    Local(Box<dyn Model>),
+    /// Other servers, relayed.
+    Upstream(Relay),
 }
 
 /// The model a request reached.
@@ -53,12 +62,12 @@ impl Catalog {
         let mut alias_ids = Vec::new();
         for (i, spec) in cfg.models.iter().enumerate() {
             let resolved = spec.resolve(&cfg.defaults);
-            let model: Box<dyn Model> = match resolved.kind {
-                // Wired to the relay in the next step; until then the echo answers.
-                Kind::Echo | Kind::Upstream => Box::new(Echo),
-                Kind::Synthetic => Box::new(Synthetic {
+            let source = match (resolved.kind, &resolved.upstream) {
+                (Kind::Upstream, Some(upstream)) => Source::Upstream(Relay::new(upstream)),
+                (Kind::Synthetic, _) => Source::Local(Box::new(Synthetic {
                     length: resolved.output_tokens,
-                }),
+                })),
+                _ => Source::Local(Box::new(Echo)),
             };
             index.insert(resolved.name.clone(), i);
             ids.push(resolved.name.clone());
@@ -68,7 +77,7 @@ impl Catalog {
             }
             entries.push(Entry {
                 name: resolved.name,
-                model,
+                source,
                 profile: resolved.profile,
                 gate: Gate::new(resolved.max_concurrent, resolved.max_waiting),
             });
@@ -98,6 +107,11 @@ impl Catalog {
                     name: &entry.name,
                 })
             }
+            // A name an upstream lists itself goes to that upstream as is.
+            None if self.upstream_listing(requested).is_some() => Ok(Served {
+                entry: self.upstream_listing(requested).unwrap_or(&self.entries[0]),
+                name: requested,
+            }),
             None if self.strict => Err(ApiError::model_not_found(requested)),
             None => Ok(Served {
                 entry: &self.entries[0],
@@ -106,14 +120,32 @@ impl Catalog {
         }
     }
 
-    /// Whether `id` is listed (a name or an alias).
-    pub fn lists(&self, id: &str) -> bool {
-        self.index.contains_key(id)
+    /// The upstream model whose upstreams list `id` themselves (`list_models`).
+    fn upstream_listing(&self, id: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| match &e.source {
+            Source::Upstream(relay) => relay.lists(id),
+            Source::Local(_) => false,
+        })
     }
 
-    /// Ids `/v1/models` lists.
-    pub fn ids(&self) -> &[String] {
-        &self.ids
+    /// Whether `id` is listed (a name, an alias, or an id an upstream lists).
+    pub fn lists(&self, id: &str) -> bool {
+        self.index.contains_key(id) || self.upstream_listing(id).is_some()
+    }
+
+    /// Ids `/v1/models` lists: names, aliases, then the upstreams' own lists (`list_models`).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids = self.ids.clone();
+        for entry in &self.entries {
+            if let Source::Upstream(relay) = &entry.source {
+                for id in relay.model_ids() {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids
     }
 
     /// The first model's name: labels the metrics and names errors before a model is known.
@@ -150,7 +182,10 @@ mod tests {
             max_tokens: Some(5),
             stop: &[],
         };
-        served.entry.model.generate(&prompt, &sampling).text
+        match &served.entry.source {
+            Source::Local(model) => model.generate(&prompt, &sampling).text,
+            Source::Upstream(_) => unreachable!("no upstream in these tests"),
+        }
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn generate(
 }
 
 /// Every message's text by the shared token rule.
-fn prompt_tokens(req: &ChatRequest<'_>) -> u64 {
+pub fn prompt_tokens(req: &ChatRequest<'_>) -> u64 {
     req.messages
         .iter()
         .filter_map(|m| m.text.as_deref())
@@ -339,6 +339,10 @@ fn stream(
             if steps.is_done() {
                 break;
             }
+        }
+        if let Some(StreamFault::Cut(_)) = fault {
+            // K at or past the last token: the cut still comes, before the finish chunk.
+            return Ok(faults::Ending::Cut);
         }
         let finish = Some(answer.summary().1);
         for index in 0..req.n {

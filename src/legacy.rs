@@ -2,13 +2,14 @@
 //! stream. The wire format lives in `openai::completions`; token timing follows `crate::completion`, so both
 //! endpoints pace alike.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::faults::{self, Ending, StreamFault};
 use crate::http::Responder;
 use crate::ids;
 use crate::job::Job;
-use crate::models::{tokens, Generation, Model, Prompt, Sampling};
+use crate::metrics::METRICS;
+use crate::models::{tokens, Finish, Generation, Model, Prompt, Sampling};
 use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
 use crate::openai::response::{Meta, Usage};
@@ -17,7 +18,10 @@ use crate::pacing::{sleep_until, Schedule};
 /// Answers one parsed legacy completion as `job` says. Each token is ready when the job's plan says, counted
 /// from when the request arrived, as for chat completions; a stream fault breaks a stream the same way.
 pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>) {
+    let _running = METRICS.start_request();
     let (generations, usage) = generate(job.model, req, job.output_tokens);
+    let length = generations.iter().any(|g| g.finish == Finish::Length);
+    let (prompt, generated) = (usage.prompt_tokens, usage.completion_tokens);
     let mut id_buf = [0u8; 32];
     let meta = Meta {
         id: ids::write_hex_id("cmpl-", ids::next(), &mut id_buf),
@@ -28,7 +32,11 @@ pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>
     };
     let schedule = job.plan.schedule(usage.prompt_tokens);
     if req.stream {
-        stream(req, &meta, &generations, usage, schedule, job.fault, res);
+        let ttft = stream(req, &meta, &generations, usage, schedule, job.fault, res);
+        if let Some(ttft) = ttft {
+            let e2e = schedule.start.elapsed();
+            METRICS.finish_request(prompt, generated, ttft, e2e, length);
+        }
         return;
     }
     // A non-streaming answer leaves when the last token of its longest choice is ready.
@@ -46,6 +54,8 @@ pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>
         .collect();
     completions::write_completion(res.body(), &meta, &answers, req.n, usage);
     res.send(200, "application/json", &[]);
+    let e2e = schedule.start.elapsed();
+    METRICS.finish_request(prompt, generated, e2e, e2e, length);
 }
 
 /// The model's output for each prompt, cut by the request's stop sequences and token limit, and the usage:
@@ -77,17 +87,19 @@ pub fn generate(
             model.generate(&prompt, &sampling)
         })
         .collect();
-    let prompt_tokens: usize = req
-        .prompts
-        .iter()
-        .map(|p| p.tokens.unwrap_or_else(|| tokens::count(&p.text)))
-        .sum();
     let completion_tokens: usize = generations.iter().map(|g| g.tokens).sum();
     let usage = Usage::new(
-        prompt_tokens as u64,
+        prompt_tokens(req),
         (completion_tokens * req.n as usize) as u64,
     );
     (generations, usage)
+}
+
+/// Prompt tokens over every prompt: a text by the shared token rule, a token array by its length.
+pub fn prompt_tokens(req: &CompletionRequest<'_>) -> u64 {
+    (req.prompts.iter())
+        .map(|p| p.tokens.unwrap_or_else(|| tokens::count(&p.text)))
+        .sum::<usize>() as u64
 }
 
 /// Streams every choice: with `echo`, the prompt as one event together with the first token; then one event
@@ -103,10 +115,11 @@ fn stream(
     schedule: Schedule,
     fault: Option<StreamFault>,
     res: &mut Responder<'_>,
-) {
+) -> Option<Duration> {
     let paced = !schedule.pace.is_instant();
     let mut ticker = schedule.ticker();
     let n = req.n;
+    let mut first_token = None;
     let mut sse = res.start_sse(200, &[]);
     let result = (|| -> std::io::Result<Ending> {
         if paced {
@@ -123,6 +136,7 @@ fn stream(
                 }
                 ticker.wait_next();
             }
+            first_token.get_or_insert_with(Instant::now);
             if fault == Some(StreamFault::Cut(k as u32)) {
                 return Ok(Ending::Cut);
             }
@@ -150,6 +164,10 @@ fn stream(
                 _ => {}
             }
         }
+        if let Some(StreamFault::Cut(_)) = fault {
+            // K at or past the last token: the cut still comes, before the finish events.
+            return Ok(Ending::Cut);
+        }
         for (p, generation) in generations.iter().enumerate() {
             let first = p as u32 * n;
             let finish = Some(generation.finish.as_str());
@@ -167,10 +185,20 @@ fn stream(
     })();
     // A failed write means the client left: nothing more to do.
     match result {
-        Ok(Ending::Finish) => drop(sse.finish()),
-        Ok(Ending::Cut) => sse.cut(),
-        Ok(Ending::Stall) => sse.stall(faults::MAX_STALL),
-        Err(_) => {}
+        Ok(Ending::Finish) if fault.is_none() => {
+            sse.finish().ok()?;
+            first_token.map(|t| t - schedule.start)
+        }
+        Ok(Ending::Finish) => sse.finish().ok().and(None),
+        Ok(Ending::Cut) => {
+            sse.cut();
+            None
+        }
+        Ok(Ending::Stall) => {
+            sse.stall(faults::MAX_STALL);
+            None
+        }
+        Err(_) => None,
     }
 }
 

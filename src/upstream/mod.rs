@@ -20,6 +20,7 @@ pub mod framing;
 pub mod health;
 pub mod normalize;
 pub mod pool;
+pub mod relay;
 pub mod request;
 pub mod spec;
 pub mod sse;

@@ -63,6 +63,11 @@ impl StreamFixer {
         }
     }
 
+    /// Completion tokens counted so far by standin's token rule over every choice's generated text.
+    pub fn counted_tokens(&self) -> u64 {
+        self.counters.iter().map(TokenCounter::count).sum()
+    }
+
     /// Whether the stream has ended (`[DONE]` or an error was sent): nothing more will be forwarded.
     pub fn is_finished(&self) -> bool {
         self.state != State::Open
