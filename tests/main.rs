@@ -37,5 +37,7 @@ mod resilience;
 mod routes;
 #[path = "suite/sse.rs"]
 mod sse;
+#[path = "suite/upstream.rs"]
+mod upstream;
 #[path = "suite/validation.rs"]
 mod validation;

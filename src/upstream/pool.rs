@@ -11,9 +11,9 @@ use super::client::{Connection, Response, Timeouts};
 use super::error::UpstreamError;
 use super::request::Request;
 
-/// Idle connections kept per upstream: enough for a burst of concurrent streams to reconnect without a
+/// Idle connections kept per upstream: enough for a load test's concurrency to reuse connections without a
 /// handshake each, few enough that a quiet server does not hold many of the upstream's sockets.
-pub const DEFAULT_MAX_IDLE: usize = 32;
+pub const DEFAULT_MAX_IDLE: usize = 256;
 /// Age past which an idle connection is closed rather than reused: under uvicorn's 5 s keep-alive (vLLM,
 /// SGLang and most Python servers), so we usually close first instead of racing the upstream's close.
 pub const DEFAULT_MAX_IDLE_TIME: Duration = Duration::from_secs(4);

@@ -6,7 +6,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use std::collections::BTreeMap as Map;
+
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::client::{Response, Timeouts};
 use super::health::Health;
@@ -27,6 +30,18 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 const MODEL_LIST_TTL: Duration = Duration::from_secs(30);
 /// Time allowed to fetch an upstream's model list: `/v1/models` must stay quick when an upstream is down.
 const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Headers of an upstream 429 or 503 that tell a client when to retry, passed on with the error.
+const RETRY_HEADERS: [&str; 8] = [
+    "retry-after",
+    "retry-after-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
 
 /// The event sent when the upstream breaks after the stream started.
 const BROKEN_STREAM: &str = r#"{"error":{"message":"The upstream model server stopped responding mid-stream.","type":"server_error","param":null,"code":"upstream_error"}}"#;
@@ -123,19 +138,28 @@ impl Relay {
     /// Answers `fwd` from the first target that gives an answer.
     pub fn serve(&self, fwd: &Forward<'_>, res: &mut Responder<'_>) {
         let _running = METRICS.start_request();
-        let mut parsed: Map<String, Value> = serde_json::from_slice(fwd.body).unwrap_or_default();
+        // Fields stay raw: only `model` is replaced, nothing else is re-encoded.
+        let mut parsed: Map<String, Box<RawValue>> =
+            serde_json::from_slice(fwd.body).unwrap_or_default();
         let own_listed = self.lists(fwd.model);
         let mut last = UpstreamError::Connect(std::io::ErrorKind::NotConnected);
         let now = Instant::now();
         // Targets in cool-down go last rather than not at all: a late try beats a certain 502.
-        let order = (self.hops.iter().filter(|h| h.health.is_available(now)))
-            .chain(self.hops.iter().filter(|h| !h.health.is_available(now)));
+        // Collected first: failures recorded during this loop must not change its order.
+        let order: Vec<&Hop> = (self.hops.iter().filter(|h| h.health.is_available(now)))
+            .chain(self.hops.iter().filter(|h| !h.health.is_available(now)))
+            .collect();
+        // A 429's retry headers, passed on if it is the last answer.
+        let mut retry: Vec<(&'static str, String)> = Vec::new();
         for hop in order {
             let model = match (&hop.target.model, own_listed) {
                 (Some(name), false) => name.as_str(),
                 _ => fwd.model,
             };
-            parsed.insert("model".into(), Value::String(model.to_string()));
+            let name = serde_json::to_string(model).unwrap_or_default();
+            if let Ok(raw) = RawValue::from_string(name) {
+                parsed.insert("model".into(), raw);
+            }
             let body = serde_json::to_vec(&parsed).unwrap_or_default();
             let path = format!("{}{}", hop.target.prefix, fwd.endpoint.path());
             let auth = hop.target.api_key.as_ref().map(|k| format!("Bearer {k}"));
@@ -164,14 +188,18 @@ impl Relay {
             let status = resp.status();
             if status == 429 || status >= 500 {
                 hop.health.record_failure(Instant::now());
+                retry = (RETRY_HEADERS.iter())
+                    .filter_map(|name| Some((*name, resp.header(name)?.to_string())))
+                    .collect();
                 last = resp.into_error(MAX_ERROR_BODY);
                 continue;
             }
+            retry.clear();
             hop.health.record_success();
             if status != 200 {
                 // The upstream refused the request itself: another target would refuse it too.
                 let error = resp.into_error(MAX_ERROR_BODY);
-                return send_error(&error, res);
+                return send_error(&error, &[], res);
             }
             let event_stream = (resp.header("content-type"))
                 .is_some_and(|t| t.trim_start().starts_with("text/event-stream"));
@@ -183,7 +211,13 @@ impl Relay {
             }
             return;
         }
-        send_error(&last, res);
+        let headers: Vec<(&str, &str)> = retry.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let headers = if matches!(last, UpstreamError::Status(..)) {
+            &headers[..]
+        } else {
+            &[]
+        };
+        send_error(&last, headers, res);
     }
 
     /// Whether an upstream's own list holds `id` (only with `list_models`).
@@ -253,12 +287,12 @@ fn fetch_model_ids(target: &Target) -> Option<Vec<String>> {
 
 /// A failure before anything reached the client: the upstream's own error re-shaped (its status kept, so a
 /// 429 still tells the client to retry), or 502/504 for a transport failure.
-fn send_error(error: &UpstreamError, res: &mut Responder<'_>) {
+fn send_error(error: &UpstreamError, headers: &[(&str, &str)], res: &mut Responder<'_>) {
     match error {
         UpstreamError::Status(status, body) => {
             let envelope = normalize::error_envelope(*status, body);
             res.body().extend_from_slice(&envelope);
-            res.send(*status, "application/json", &[]);
+            res.send(*status, "application/json", headers);
         }
         other => {
             let api = other.api_error();
@@ -273,13 +307,16 @@ fn relay_body(hop: &Hop, mut resp: Response, fwd: &Forward<'_>, res: &mut Respon
     let mut body = Vec::new();
     if let Err(e) = resp.read_to_end(&mut body, MAX_BODY) {
         hop.health.record_failure(Instant::now());
-        return send_error(&e, res);
+        return send_error(&e, &[], res);
     }
     hop.pool.release(resp);
     let fixed = match fwd.endpoint.endpoint() {
         Some(endpoint) => match normalize::fix_completion(endpoint, &body, fwd.prompt_tokens) {
             Some(fixed) => fixed,
-            None => return send_error(&UpstreamError::Protocol("not a completion".into()), res),
+            None => {
+                let error = UpstreamError::Protocol("not a completion".into());
+                return send_error(&error, &[], res);
+            }
         },
         None => body,
     };

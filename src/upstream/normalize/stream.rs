@@ -1,6 +1,10 @@
 //! The streaming side of [`super`]: each upstream event's payload in, the payloads to forward out (the
 //! caller frames them as `data:` events). Chunks that already follow the spec go out byte for byte.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{
@@ -83,6 +87,9 @@ impl StreamFixer {
             self.end(out);
             return;
         }
+        if self.pass_through(data, out) {
+            return;
+        }
         let Ok(Value::Object(mut chunk)) = serde_json::from_slice::<Value>(data) else {
             out.push(MALFORMED_EVENT.as_bytes().to_vec());
             self.state = State::Failed;
@@ -162,6 +169,70 @@ impl StreamFixer {
         });
     }
 
+    /// The fast path: a chunk that already follows the spec is only read through borrowed views (no
+    /// `Value` tree), counted and forwarded byte for byte. `false`: the chunk needs the full repair path.
+    fn pass_through(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
+        let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(data) else {
+            return false;
+        };
+        let object_ok = view.object.is_some_and(|o| !o.is_empty());
+        let usage_ok = match view.usage {
+            None => true,
+            Some(raw) => raw.get() == "null" && self.include_usage,
+        };
+        let Some(choices) = &view.choices else {
+            return false;
+        };
+        let choices_ok = choices.iter().all(|c| {
+            c.index.is_some()
+                && matches!(&c.finish_reason, Some(reason) if reason.as_deref() != Some(""))
+                && (self.endpoint != Endpoint::Chat || c.delta.is_some())
+        });
+        if !(object_ok && usage_ok && choices_ok && view.error.is_none_or(|e| e.get() == "null")) {
+            return false;
+        }
+        for (field, raw) in
+            TEMPLATE_FIELDS
+                .iter()
+                .zip([view.id, view.created, view.model, view.system_fingerprint])
+        {
+            if let (false, Some(raw)) = (self.template.contains_key(*field), raw) {
+                if let Ok(value) = serde_json::from_str::<Value>(raw.get()) {
+                    self.template.insert((*field).into(), value);
+                }
+            }
+        }
+        for choice in choices {
+            let slot = usize::try_from(choice.index.unwrap_or(0))
+                .unwrap_or(usize::MAX)
+                .min(MAX_COUNTED_CHOICES - 1);
+            if self.counters.len() <= slot {
+                self.counters.resize(slot + 1, TokenCounter::default());
+            }
+            let counter = &mut self.counters[slot];
+            if let Some(text) = &choice.text {
+                counter.push(text);
+            }
+            if let Some(delta) = &choice.delta {
+                for text in [&delta.content, &delta.reasoning_content]
+                    .into_iter()
+                    .flatten()
+                {
+                    counter.push(text);
+                }
+                for call in delta.tool_calls.iter().flatten() {
+                    if let Some(arguments) =
+                        call.function.as_ref().and_then(|f| f.arguments.as_ref())
+                    {
+                        counter.push(arguments);
+                    }
+                }
+            }
+        }
+        out.push(data.to_vec());
+        true
+    }
+
     /// The upstream ended the body without `[DONE]`: appends what must still be sent (the usage chunk if
     /// asked for, then `[DONE]`). Nothing after `[DONE]` or an error. Call it only for a clean end of body;
     /// a broken connection deserves an error event instead.
@@ -193,6 +264,70 @@ impl StreamFixer {
     }
 }
 
+/// Borrowed view of a chunk: just what the checks and the token count read.
+#[derive(Deserialize)]
+struct ChunkView<'a> {
+    #[serde(borrow)]
+    object: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+    #[serde(borrow)]
+    choices: Option<Vec<ChoiceView<'a>>>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    created: Option<&'a RawValue>,
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    system_fingerprint: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    index: Option<u64>,
+    /// `None`: missing; `Some(None)`: null.
+    #[serde(borrow, default, deserialize_with = "present")]
+    finish_reason: Option<Option<Cow<'a, str>>>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    delta: Option<DeltaView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<CallView<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct CallView<'a> {
+    #[serde(borrow)]
+    function: Option<FunctionView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionView<'a> {
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// A field that is present (even as `null`) becomes `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -221,6 +356,33 @@ mod tests {
     const USAGE: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":3,"model":"m","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#;
     const HELLO: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":3,"model":"m","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}"#;
     const END: &str = r#"{"id":"c1","created":3,"model":"m","choices":[{"index":0,"delta":{"content":" you"},"finish_reason":""}]}"#;
+
+    #[test]
+    fn conforming_chunks_pass_byte_for_byte_and_are_counted() {
+        let chunks = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":3,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi there"},"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":3,"model":"m","choices":[{"index":0,"delta":{"content":" \"you\""},"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":3,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\": 1}"}}]},"finish_reason":"stop"}],"usage":null}"#,
+        ];
+        let mut fixer = StreamFixer::new(Endpoint::Chat, true, 0);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            fixer.push(chunk.as_bytes(), &mut out);
+        }
+        let sent: Vec<&[u8]> = out.iter().map(Vec::as_slice).collect();
+        let expected: Vec<&[u8]> = chunks.iter().map(|c| c.as_bytes()).collect();
+        assert_eq!(sent, expected);
+        // One running text per choice: `Hi there "you"{"a": 1}` is 4 words by the token rule.
+        assert_eq!(fixer.counted_tokens(), 4);
+        // Without include_usage a null usage must go: that takes the repair path.
+        let mut fixer = StreamFixer::new(Endpoint::Chat, false, 0);
+        let mut out = Vec::new();
+        fixer.push(chunks[0].as_bytes(), &mut out);
+        assert!(!String::from_utf8_lossy(&out[0]).contains("usage"));
+        fixer.finish(&mut out);
+        assert_eq!(out.last().map(Vec::as_slice), Some(&b"[DONE]"[..]));
+        assert_eq!(fixer.template.get("id"), Some(&Value::from("c")));
+    }
 
     #[test]
     fn early_usage_is_sent_last_when_asked() {
