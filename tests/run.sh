@@ -12,5 +12,6 @@ venv=target/pyvenv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt \
+    -c tests/python/constraints.txt
 STANDIN_BIN="$PWD/target/debug/standin" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/python

@@ -284,16 +284,17 @@ fn count_choice(counter: &mut TokenCounter, choice: &Map<String, Value>) {
     }
 }
 
-/// `finish_reason: ""` or missing becomes null, a missing `index` the choice's position; true if changed.
-fn fix_choice(choice: &mut Map<String, Value>, position: usize) -> bool {
+/// `finish_reason: ""` or missing becomes `missing` (null in a stream chunk, where the end comes later;
+/// `stop` in a whole body, which is the end); a missing `index` becomes the choice's position. True if changed.
+fn fix_choice(choice: &mut Map<String, Value>, position: usize, missing: Value) -> bool {
     let mut changed = false;
     match choice.get("finish_reason") {
         Some(Value::String(s)) if s.is_empty() => {
-            choice.insert("finish_reason".into(), Value::Null);
+            choice.insert("finish_reason".into(), missing);
             changed = true;
         }
         None => {
-            choice.insert("finish_reason".into(), Value::Null);
+            choice.insert("finish_reason".into(), missing);
             changed = true;
         }
         _ => {}
@@ -344,7 +345,12 @@ pub fn fix_completion(endpoint: Endpoint, body: &[u8], prompt_tokens: u64) -> Op
     let mut completion_tokens = 0;
     for (position, choice) in choices.iter_mut().enumerate() {
         if let Value::Object(choice) = choice {
-            changed |= fix_choice(choice, position);
+            // A whole body is the end: a missing reason is the natural one.
+            let calls = (choice.get("message").and_then(|m| m.get("tool_calls")))
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty());
+            let missing = if calls { "tool_calls" } else { "stop" };
+            changed |= fix_choice(choice, position, Value::from(missing));
             let mut counter = TokenCounter::default();
             count_choice(&mut counter, choice);
             completion_tokens += counter.count();
@@ -454,15 +460,16 @@ mod tests {
     }
 
     #[test]
-    fn completion_gets_null_finish_reason_object_and_usage() {
+    fn completion_gets_a_finish_reason_object_and_usage() {
         let body = json!({"id":"c","model":"m","choices":[
             {"message":{"role":"assistant","content":"two words  \n"},"finish_reason":""},
             {"index":1,"message":{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":"{\"a\": 1}"}}]}}]});
         let v = fixed(Endpoint::Chat, &body);
         assert_eq!(v["object"], "chat.completion");
-        assert_eq!(v["choices"][0]["finish_reason"], Value::Null);
+        // The spec's whole completion has no null finish_reason: the body ended, so `stop` (or `tool_calls`).
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["choices"][0]["index"], 0);
-        assert_eq!(v["choices"][1]["finish_reason"], Value::Null);
+        assert_eq!(v["choices"][1]["finish_reason"], "tool_calls");
         // Content is passed on byte for byte, trailing whitespace included.
         assert_eq!(v["choices"][0]["message"]["content"], "two words  \n");
         assert_eq!(

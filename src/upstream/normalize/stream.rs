@@ -145,7 +145,7 @@ impl StreamFixer {
             let Value::Object(choice) = choice else {
                 continue;
             };
-            changed |= fix_choice(choice, position);
+            changed |= fix_choice(choice, position, Value::Null);
             if self.endpoint == Endpoint::Chat && !choice.contains_key("delta") {
                 choice.insert("delta".into(), Value::Object(Map::new()));
                 changed = true;
