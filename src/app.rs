@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::cors::Cors;
 use crate::embeddings;
 use crate::faults::{self, Fault, StreamFault};
+use crate::http::lifecycle::LIFECYCLE;
 use crate::http::{Exchange, Handler, HttpError, Method, Request, Responder};
 use crate::ids;
 use crate::job::Job;
@@ -143,8 +144,14 @@ impl App {
             return Ok(());
         }
         if path == "/health" {
-            res.body().extend_from_slice(br#"{"status":"ok"}"#);
-            res.send(200, JSON, &[]);
+            // Not ready while draining, so a load balancer stops sending work here.
+            if LIFECYCLE.is_draining() {
+                res.body().extend_from_slice(br#"{"status":"draining"}"#);
+                res.send(503, JSON, &[]);
+            } else {
+                res.body().extend_from_slice(br#"{"status":"ok"}"#);
+                res.send(200, JSON, &[]);
+            }
             return Ok(());
         }
         if path == "/metrics" {
@@ -363,6 +370,15 @@ fn header_number(req: &Request<'_>, name: &str, max: u64) -> Result<Option<u64>,
             let message = format!("Header {name} must be a whole number from 0 to {max}.");
             ApiError::invalid(message, None, "invalid_value")
         })
+}
+
+impl App {
+    /// Last words before the process exits: the buffered access log goes out.
+    pub fn shutdown(&self) {
+        if let Some(log) = &self.log {
+            log.flush_now();
+        }
+    }
 }
 
 impl Handler for App {

@@ -23,6 +23,9 @@ pub const DEFAULT_COROUTINE_POOL: usize = 64;
 /// JSON nesting allowed in a request body. Real chat requests (tool schemas included) stay well below it.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
 
+/// Drain time after SIGTERM: Kubernetes' default grace period is 30 s, so 25 s leaves time to exit first.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+
 /// Everything the server needs to run, after validation.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -58,6 +61,8 @@ pub struct Config {
     pub fail_rates: crate::faults::Rates,
     /// Requests per minute per key; 0 means no limit.
     pub rate_limit_rpm: u64,
+    /// How long a drain (SIGTERM, SIGINT) waits for requests in flight.
+    pub shutdown_timeout: Duration,
     /// Estimated tokens per minute per key; 0 means no limit.
     pub rate_limit_tpm: u64,
 }
@@ -88,6 +93,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             fail_rates: crate::faults::Rates::default(),
             rate_limit_rpm: 0,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             rate_limit_tpm: 0,
         }
     }
@@ -285,6 +291,24 @@ pub const FLAGS: &[Flag] = &[
         value: Some("MS"),
         default: "60000",
         help: "keep-alive connection idle time before close",
+    },
+    Flag {
+        name: "max-connections",
+        value: Some("N"),
+        default: "0",
+        help: "open connections past which new ones get 503 and close; 0 = no limit",
+    },
+    Flag {
+        name: "max-in-flight",
+        value: Some("N"),
+        default: "0",
+        help: "requests answered at once past which new ones get 503; 0 = no limit",
+    },
+    Flag {
+        name: "shutdown-timeout-ms",
+        value: Some("MS"),
+        default: "25000",
+        help: "on SIGTERM/SIGINT, wait this long for requests in flight, then exit",
     },
     Flag {
         name: "stack-size",
@@ -592,6 +616,9 @@ fn apply(cfg: &mut Config, flag: &Flag, value: &str) -> Result<(), ConfigError> 
         "header-timeout-ms" => limits.header_timeout = millis(flag, value)?,
         "body-timeout-ms" => limits.body_timeout = millis(flag, value)?,
         "idle-timeout-ms" => limits.idle_timeout = millis(flag, value)?,
+        "max-connections" => limits.max_connections = number(flag, value)?,
+        "max-in-flight" => limits.max_in_flight = number(flag, value)?,
+        "shutdown-timeout-ms" => cfg.shutdown_timeout = millis(flag, value)?,
         "ttft-ms" => cfg.defaults.profile.ttft = decimal(flag, value, 1e-3)?,
         "itl-ms" => cfg.defaults.profile.itl = decimal(flag, value, 1e-3)?,
         "stack-size" => cfg.stack_size = number(flag, value)?,

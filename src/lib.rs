@@ -39,19 +39,46 @@ pub mod upstream;
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use config::Config;
+use http::lifecycle::LIFECYCLE;
 
-/// Starts the server described by `cfg`, prints the listening line, and serves until the process ends.
+/// Starts the server described by `cfg`, prints the listening line, and serves until SIGTERM or SIGINT;
+/// then drains: stops accepting, lets requests and streams in flight finish for up to `shutdown_timeout`,
+/// flushes the access log and returns (exit code 0). A second signal ends the drain at once.
 pub fn run(cfg: &Config) -> std::io::Result<()> {
     server::configure_runtime(cfg.workers, cfg.stack_size, cfg.coroutine_pool);
     let listener = server::bind(&cfg.listen)?;
     let addr = listener.local_addr()?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let app = Arc::new(app::App::new(cfg));
-    let accept = server::serve(listener, app, cfg.limits.clone())?;
+    let accept = server::serve(listener, Arc::clone(&app), cfg.limits.clone())?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "standin listening on http://{addr}")?;
     stdout.flush()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    // The first signal starts the drain.
+    let _ = rx.recv();
+    LIFECYCLE.start_draining();
+    server::wake_accept(addr);
     let _ = accept.join();
+    let deadline = Instant::now() + cfg.shutdown_timeout;
+    while LIFECYCLE.active() > 0 && Instant::now() < deadline {
+        if rx.recv_timeout(Duration::from_millis(10)).is_ok() {
+            break;
+        }
+    }
+    app.shutdown();
     Ok(())
 }

@@ -46,6 +46,11 @@ impl AccessLog {
         AccessLog { pending }
     }
 
+    /// Writes out what is buffered now (at shutdown, so the last lines are not lost).
+    pub fn flush_now(&self) {
+        flush(&self.pending, &mut Vec::new());
+    }
+
     /// Records one exchange.
     pub fn record(&self, x: &Exchange<'_>) {
         let Ok(mut pending) = self.pending.lock() else {

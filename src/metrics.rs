@@ -144,6 +144,11 @@ impl Metrics {
         Running(self)
     }
 
+    /// Connections open now.
+    pub fn connections_open(&self) -> usize {
+        self.connections_open.load(Ordering::Relaxed).max(0) as usize
+    }
+
     /// A request started waiting for a slot (`max_concurrent`).
     pub fn start_waiting(&self) -> Waiting<'_> {
         self.waiting.fetch_add(1, Ordering::Relaxed);

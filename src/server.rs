@@ -7,6 +7,7 @@ use std::sync::Arc;
 use may::coroutine::JoinHandle;
 use may::net::TcpListener;
 
+use crate::http::lifecycle::LIFECYCLE;
 use crate::http::{conn, Handler, Limits};
 use crate::metrics::METRICS;
 
@@ -45,7 +46,8 @@ pub fn bind(addr: &str) -> io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(fd) })
 }
 
-/// Accepts connections forever, one coroutine each. Returns the accept loop's handle.
+/// Accepts connections, one coroutine each, until the server drains (then the listener closes). Past
+/// `max_connections` a new connection gets a 503 and is closed. Returns the accept loop's handle.
 pub fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -54,7 +56,18 @@ pub fn serve<H: Handler>(
     let limits = Arc::new(limits);
     spawn("accept", move || {
         for stream in listener.incoming() {
+            if LIFECYCLE.is_draining() {
+                // Woken by `wake_accept` (or a late client): stop; dropping the listener refuses the rest.
+                break;
+            }
             match stream {
+                Ok(stream)
+                    if limits.max_connections > 0
+                        && METRICS.connections_open() >= limits.max_connections =>
+                {
+                    let handler = Arc::clone(&handler);
+                    let _ = spawn("refuse", move || conn::refuse(stream, handler.as_ref()));
+                }
                 Ok(stream) => {
                     let handler = Arc::clone(&handler);
                     let limits = Arc::clone(&limits);
@@ -69,6 +82,18 @@ pub fn serve<H: Handler>(
             }
         }
     })
+}
+
+/// Wakes the accept loop so it sees the drain: one throwaway connection to the listener itself.
+pub fn wake_accept(listening: SocketAddr) {
+    let mut addr = listening;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let _ = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1));
 }
 
 /// Spawns a named coroutine with the configured stack size.

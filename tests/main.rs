@@ -19,6 +19,8 @@ mod cors;
 mod faults;
 #[path = "suite/framing.rs"]
 mod framing;
+#[path = "suite/lifecycle.rs"]
+mod lifecycle;
 #[path = "suite/limits.rs"]
 mod limits;
 #[path = "suite/malformed.rs"]

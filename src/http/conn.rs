@@ -10,6 +10,7 @@ use may::net::TcpStream;
 
 use super::body::ChunkedDecoder;
 use super::buffer::ReadBuf;
+use super::lifecycle::LIFECYCLE;
 use super::request::{parse_head, Framing, Head, HeaderSpan, Request, Status};
 use super::response::{write_head, HeadOptions, Output, Responder, State};
 use super::{Exchange, Handler, HttpError, Limits, Method};
@@ -42,6 +43,38 @@ pub fn serve<H: Handler>(stream: TcpStream, handler: &H, limits: &Limits) {
     conn.run(handler, limits);
 }
 
+/// Answers a connection past `max_connections` with a 503 without reading its request, then closes it. The
+/// request is read and dropped for a moment first, so closing does not turn into a reset that would hide
+/// the answer from the client.
+pub fn refuse<H: Handler>(stream: TcpStream, handler: &H) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(REFUSE_LINGER));
+    let mut conn = Conn {
+        out: Output::new(stream),
+        rbuf: ReadBuf::default(),
+        spans: Vec::new(),
+        chunked_body: Vec::new(),
+        read_timeout: None,
+    };
+    conn.fail(handler, HttpError::Overloaded, Instant::now());
+    let _ = conn.out.stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + REFUSE_LINGER;
+    let mut drained = 0;
+    while drained < MAX_READ_SIZE {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match conn.read_more(left) {
+            Ok(()) => {
+                drained += conn.rbuf.len();
+                conn.rbuf.remove(0..conn.rbuf.len());
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// How long a refused connection's request is read and dropped before the close.
+const REFUSE_LINGER: Duration = Duration::from_millis(200);
+
 struct Conn {
     out: Output,
     rbuf: ReadBuf,
@@ -72,7 +105,12 @@ impl Conn {
                 Err(Some(error)) => return self.fail(handler, error, started),
                 Err(None) => return,
             };
+            // Past the in-flight limit the request is refused before the handler sees it.
+            let Some(active) = LIFECYCLE.enter(limits.max_in_flight) else {
+                return self.fail(handler, HttpError::Overloaded, started);
+            };
             let keep_alive = self.answer(handler, &head, body_len, started);
+            drop(active);
             let consumed = head.len
                 + if head.framing == Framing::Chunked {
                     0
@@ -255,6 +293,10 @@ impl Conn {
             head.keep_alive,
             head.method == Method::Head,
         );
+        if LIFECYCLE.is_draining() {
+            // Draining: answer, then close, so the client takes its next request elsewhere.
+            res.close_after();
+        }
         let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(&req, &mut res)));
         // A stream that did not end properly leaves the connection unusable for another response.
         let mut keep_alive = res.keep_alive() && !res.out.open_stream;
@@ -302,7 +344,12 @@ impl Conn {
             request_id,
         };
         let before = out.written + out.wbuf.len();
-        write_head(&mut out.wbuf, out.date.now(), &head, &[]);
+        let extra: &[(&str, &str)] = if error == HttpError::Overloaded {
+            &[("retry-after", "1")]
+        } else {
+            &[]
+        };
+        write_head(&mut out.wbuf, out.date.now(), &head, extra);
         out.wbuf.extend_from_slice(&out.body);
         let bytes = out.written + out.wbuf.len() - before;
         let _ = out.flush();

@@ -8,6 +8,7 @@ pub mod body;
 pub mod buffer;
 pub mod conn;
 pub mod date;
+pub mod lifecycle;
 pub mod request;
 pub mod response;
 pub mod sse;
@@ -40,6 +41,10 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Keep-alive wait for the next request's first byte (silent close).
     pub idle_timeout: Duration,
+    /// Open connections past which new ones get a 503 and are closed; 0: no limit.
+    pub max_connections: usize,
+    /// Requests answered at once past which new ones get a 503; 0: no limit.
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +56,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
+            max_in_flight: 0,
         }
     }
 }
@@ -68,6 +75,8 @@ pub enum HttpError {
     Timeout,
     /// The handler panicked (500).
     Panic,
+    /// Past `max_connections` or `max_in_flight` (503).
+    Overloaded,
 }
 
 impl HttpError {
@@ -79,6 +88,7 @@ impl HttpError {
             HttpError::BodyTooLarge => 413,
             HttpError::Timeout => 408,
             HttpError::Panic => 500,
+            HttpError::Overloaded => 503,
         }
     }
 }

@@ -142,6 +142,11 @@ impl ApiError {
                 "The server had an error while processing your request.".into(),
                 "internal_error",
             ),
+            HttpError::Overloaded => (
+                "server_error",
+                "The server is overloaded. Please try again later.".into(),
+                "overloaded",
+            ),
         };
         ApiError {
             status: error.status(),

@@ -37,6 +37,8 @@ pub struct ServerBuilder {
 /// A running `standin` child process; killed on drop.
 pub struct Server {
     child: Child,
+    /// Set once a test has collected the exit it caused (a signal), so `Drop` does not call it a crash.
+    exit_expected: bool,
     /// The address printed on the listening line.
     pub addr: SocketAddr,
     stderr: Captured,
@@ -111,6 +113,7 @@ impl ServerBuilder {
         };
         Server {
             child,
+            exit_expected: false,
             addr,
             stderr,
         }
@@ -183,6 +186,34 @@ impl Server {
         Some(utime + stime)
     }
 
+    /// Sends a signal by name (`TERM`, `INT`) with the system's `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code (`None` if killed by a signal). Panics
+    /// if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exit_expected = true;
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "standin still running after {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Number of open file descriptors of the child (Linux only), for leak checks.
     pub fn open_fds(&self) -> Option<usize> {
         let dir = format!("/proc/{}/fd", self.child.id());
@@ -197,7 +228,7 @@ impl Drop for Server {
         let _ = self.child.wait();
         // A server that died on its own crashed; fail the test that was using it.
         if let Some(status) = exited {
-            if !thread::panicking() {
+            if !thread::panicking() && !self.exit_expected {
                 panic!(
                     "standin exited unexpectedly ({status}); stderr:\n{}",
                     self.stderr()
