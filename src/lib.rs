@@ -33,6 +33,7 @@ pub mod model_spec;
 pub mod models;
 pub mod openai;
 pub mod pacing;
+pub mod probe;
 pub mod ratelimit;
 pub mod server;
 pub mod upstream;

@@ -103,6 +103,7 @@ mod tests {
             [
                 json!({"id":"u","model":"m","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi "},"finish_reason":null}]}),
                 json!({"id":"u","model":"m","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"there"},"finish_reason":null}]}),
+                json!({"id":"u","model":"m","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}),
                 json!({"id":"u","model":"m","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}),
                 json!("[DONE]"),
             ]

@@ -351,6 +351,17 @@ pub fn fix_completion(endpoint: Endpoint, body: &[u8], prompt_tokens: u64) -> Op
                 .is_some_and(|c| !c.is_empty());
             let missing = if calls { "tool_calls" } else { "stop" };
             changed |= fix_choice(choice, position, Value::from(missing));
+            // Required by the spec (nullable); many servers leave them out.
+            if !choice.contains_key("logprobs") {
+                choice.insert("logprobs".into(), Value::Null);
+                changed = true;
+            }
+            if let Some(Value::Object(message)) = choice.get_mut("message") {
+                if !message.contains_key("refusal") {
+                    message.insert("refusal".into(), Value::Null);
+                    changed = true;
+                }
+            }
             let mut counter = TokenCounter::default();
             count_choice(&mut counter, choice);
             completion_tokens += counter.count();
@@ -470,6 +481,13 @@ mod tests {
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["choices"][0]["index"], 0);
         assert_eq!(v["choices"][1]["finish_reason"], "tool_calls");
+        // Fields the spec requires (nullable) are added.
+        assert_eq!(v["choices"][0]["logprobs"], Value::Null);
+        assert_eq!(v["choices"][0]["message"]["refusal"], Value::Null);
+        assert!(v["choices"][0]
+            .as_object()
+            .unwrap()
+            .contains_key("logprobs"));
         // Content is passed on byte for byte, trailing whitespace included.
         assert_eq!(v["choices"][0]["message"]["content"], "two words  \n");
         assert_eq!(
@@ -496,7 +514,7 @@ mod tests {
 
     #[test]
     fn compliant_body_is_passed_through_byte_for_byte() {
-        let body = br#"{"object":"chat.completion","choices":[{"index":0,"message":{"content":"\u00e9 "},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+        let body = br#"{"object":"chat.completion","choices":[{"index":0,"message":{"content":"\u00e9 ","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
         assert_eq!(fix_completion(Endpoint::Chat, body, 0).unwrap(), body);
     }
 

@@ -49,6 +49,8 @@ pub struct StreamFixer {
     usage: Option<Value>,
     template: Map<String, Value>,
     counters: Vec<TokenCounter>,
+    /// Per choice: a finish reason went out.
+    finished: Vec<bool>,
     state: State,
 }
 
@@ -63,6 +65,7 @@ impl StreamFixer {
             usage: None,
             template: Map::new(),
             counters: Vec::new(),
+            finished: Vec::new(),
             state: State::Open,
         }
     }
@@ -158,6 +161,9 @@ impl StreamFixer {
                 self.counters.resize(slot + 1, TokenCounter::default());
             }
             count_choice(&mut self.counters[slot], choice);
+            if choice.get("finish_reason").is_some_and(Value::is_string) {
+                self.mark_finished(slot);
+            }
         }
         if had_usage && self.include_usage {
             chunk.insert("usage".into(), Value::Null);
@@ -209,6 +215,9 @@ impl StreamFixer {
             if self.counters.len() <= slot {
                 self.counters.resize(slot + 1, TokenCounter::default());
             }
+            if matches!(&choice.finish_reason, Some(Some(_))) {
+                self.mark_finished(slot);
+            }
             let counter = &mut self.counters[slot];
             if let Some(text) = &choice.text {
                 counter.push(text);
@@ -242,7 +251,41 @@ impl StreamFixer {
         }
     }
 
+    fn mark_finished(&mut self, slot: usize) {
+        if self.finished.len() <= slot {
+            self.finished.resize(slot + 1, false);
+        }
+        self.finished[slot] = true;
+    }
+
     fn end(&mut self, out: &mut Vec<Vec<u8>>) {
+        // A choice whose end was never reported gets the finish chunk OpenAI always sends, so a client that
+        // reads `finish_reason` from the stream sees one.
+        for slot in 0..self.counters.len() {
+            if self.finished.get(slot).copied().unwrap_or(false) {
+                continue;
+            }
+            let mut chunk = Map::new();
+            for field in TEMPLATE_FIELDS {
+                if let Some(value) = self.template.get(field) {
+                    chunk.insert(field.into(), value.clone());
+                }
+            }
+            chunk.insert("object".into(), self.endpoint.object(true).into());
+            let mut choice = Map::new();
+            choice.insert("index".into(), slot.into());
+            match self.endpoint {
+                Endpoint::Chat => choice.insert("delta".into(), Value::Object(Map::new())),
+                Endpoint::Completions => choice.insert("text".into(), "".into()),
+            };
+            choice.insert("logprobs".into(), Value::Null);
+            choice.insert("finish_reason".into(), "stop".into());
+            chunk.insert("choices".into(), Value::Array(vec![Value::Object(choice)]));
+            if self.include_usage {
+                chunk.insert("usage".into(), Value::Null);
+            }
+            out.push(serde_json::to_vec(&chunk).unwrap_or_default());
+        }
         if self.include_usage {
             let usage = self.usage.take().unwrap_or_else(|| {
                 let completion = self.counters.iter().map(TokenCounter::count).sum();
@@ -387,15 +430,20 @@ mod tests {
     #[test]
     fn early_usage_is_sent_last_when_asked() {
         let out = relay(true, Endpoint::Chat, &[USAGE, HELLO, END, "[DONE]"]);
-        assert_eq!(out.len(), 4);
+        assert_eq!(out.len(), 5);
         assert_eq!(out[0]["choices"][0]["delta"]["content"], "Hello");
         assert_eq!(out[1]["object"], "chat.completion.chunk");
         assert_eq!(out[1]["choices"][0]["finish_reason"], Value::Null);
+        // `""` was no finish: the stream gets the finish chunk OpenAI would have sent.
         assert_eq!(
             out[2],
+            json!({"id":"c1","object":"chat.completion.chunk","created":3,"model":"m","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null})
+        );
+        assert_eq!(
+            out[3],
             json!({"id":"c1","object":"chat.completion.chunk","created":3,"model":"m","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}})
         );
-        assert_eq!(out[3], "[DONE]");
+        assert_eq!(out[4], "[DONE]");
     }
 
     #[test]
@@ -425,16 +473,17 @@ mod tests {
     fn missing_usage_is_synthesised_from_content() {
         // No [DONE] from the upstream either: finish supplies both.
         let out = relay(true, Endpoint::Chat, &[HELLO, END]);
-        assert_eq!(out.len(), 4);
+        assert_eq!(out.len(), 5);
+        assert_eq!(out[2]["choices"][0]["finish_reason"], "stop");
         assert_eq!(
-            out[2]["usage"],
+            out[3]["usage"],
             json!({"prompt_tokens":7,"completion_tokens":2,"total_tokens":9})
         );
         assert_eq!(
-            (out[2]["id"].as_str(), out[2]["model"].as_str()),
+            (out[3]["id"].as_str(), out[3]["model"].as_str()),
             (Some("c1"), Some("m"))
         );
-        assert_eq!(out[3], "[DONE]");
+        assert_eq!(out[4], "[DONE]");
     }
 
     #[test]
@@ -443,20 +492,31 @@ mod tests {
         let b = r#"{"choices":[{"index":1,"delta":{"content":"ef gh"}},{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":" x"}}]}}]}"#;
         let out = relay(true, Endpoint::Chat, &[a, b, "[DONE]"]);
         // Choice 0: "ab" + " x" = 2 tokens; choice 1: "cd" + "ef gh" = "cdef gh" = 2 tokens.
-        assert_eq!(out[2]["usage"]["completion_tokens"], 4);
+        // Each choice gets its finish chunk, then the usage.
+        let finished: Vec<_> = (2..4)
+            .map(|i| out[i]["choices"][0]["index"].as_u64())
+            .collect();
+        assert_eq!(finished, [Some(0), Some(1)]);
+        assert_eq!(out[4]["usage"]["completion_tokens"], 4);
     }
 
     #[test]
     fn compliant_chunks_pass_byte_for_byte() {
+        const STOP: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":3,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
         let mut fixer = StreamFixer::new(Endpoint::Chat, false, 0);
         let mut out = Vec::new();
         fixer.push(HELLO.as_bytes(), &mut out);
+        fixer.push(STOP.as_bytes(), &mut out);
         fixer.push(b"[DONE]", &mut out);
-        assert_eq!(out, vec![HELLO.as_bytes().to_vec(), b"[DONE]".to_vec()]);
+        let expected: Vec<Vec<u8>> = [HELLO, STOP, "[DONE]"]
+            .iter()
+            .map(|c| c.as_bytes().to_vec())
+            .collect();
+        assert_eq!(out, expected);
         assert!(fixer.is_finished());
         fixer.push(HELLO.as_bytes(), &mut out);
         fixer.finish(&mut out);
-        assert_eq!(out.len(), 2, "nothing after [DONE]");
+        assert_eq!(out.len(), 3, "nothing after [DONE]");
     }
 
     #[test]
@@ -489,9 +549,11 @@ mod tests {
         assert_eq!(out[0]["object"], "text_completion");
         assert_eq!(out[0]["choices"][0]["finish_reason"], Value::Null);
         assert!(out[0]["choices"][0].get("delta").is_none());
-        assert_eq!(out[1]["object"], "text_completion");
-        assert_eq!(out[1]["usage"]["completion_tokens"], 2);
-        assert_eq!(out[2], "[DONE]");
+        assert_eq!(out[1]["choices"][0]["text"], "");
+        assert_eq!(out[1]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(out[2]["object"], "text_completion");
+        assert_eq!(out[2]["usage"]["completion_tokens"], 2);
+        assert_eq!(out[3], "[DONE]");
     }
 
     #[test]
