@@ -675,3 +675,33 @@ fn a_target_is_tried_again_after_its_cool_down() {
         "the target stayed skipped after its cool-down"
     );
 }
+
+#[test]
+fn a_client_leaving_mid_stream_ends_the_upstream_request() {
+    // 13 tokens 300 ms apart: about 4 s of stream if nobody hangs up.
+    let upstream = Server::start(&["--itl-ms", "300"]);
+    let gw = simple_gateway(&upstream);
+    let running = |server: &Server| {
+        let text = server.send(&get("/metrics", &[])).text().to_string();
+        text.lines()
+            .find(|l| l.starts_with("vllm:num_requests_running{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    let mut client = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::io::Write::write_all(&mut client, &chat(&chat_to("gw", "hi", true), &[])).unwrap();
+    client.set_read_timeout(Some(SLOW)).unwrap();
+    let mut first = [0u8; 4096];
+    let n = std::io::Read::read(&mut client, &mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(running(&upstream), 1);
+    let left = Instant::now();
+    drop(client);
+    // The gateway drops its upstream connection; the upstream's next write fails and its generation ends,
+    // long before the 4 s the stream would have lasted.
+    while running(&upstream) != 0 {
+        assert!(left.elapsed() < Duration::from_secs(3), "upstream still generating");
+        thread::sleep(Duration::from_millis(20));
+    }
+    gw.assert_alive();
+}
