@@ -88,7 +88,10 @@ pub struct App {
 /// Longest delay a header may ask for: ten minutes, so a typo cannot park a coroutine for days.
 const MAX_HEADER_DELAY_MS: u64 = 600_000;
 /// Longest output `x-standin-output-tokens` may ask for: far past any real model's, yet a bounded reply.
-const MAX_HEADER_OUTPUT_TOKENS: u64 = 1_000_000;
+const MAX_HEADER_OUTPUT_TOKENS: u64 = 100_000;
+/// Most tokens `x-standin-output-tokens` may ask for over all choices of a request (`n` and prompts): a
+/// reply of a few tens of MB at most, so one request cannot make the server build gigabytes.
+const MAX_HEADER_OUTPUT_TOTAL: u64 = 1_000_000;
 
 impl App {
     /// Builds the app from a validated configuration; starts the access log unless quiet.
@@ -172,7 +175,7 @@ impl App {
             "/v1/embeddings" => {
                 let parsed = openai::embeddings::parse(req.body, self.max_json_depth)?;
                 let served = self.catalog.resolve(&parsed.model)?;
-                if let Some(admitted) = self.admit(req, served, res)? {
+                if let Some(admitted) = self.admit(req, served, 1, res)? {
                     match &served.entry.source {
                         Source::Upstream(relay) => {
                             let usage = embeddings::usage(&parsed).prompt_tokens;
@@ -189,7 +192,8 @@ impl App {
             "/v1/completions" => {
                 let parsed = completions::parse(req.body, self.max_json_depth)?;
                 let served = self.catalog.resolve(&parsed.model)?;
-                if let Some(admitted) = self.admit(req, served, res)? {
+                let choices = parsed.prompts.len() as u64 * u64::from(parsed.n);
+                if let Some(admitted) = self.admit(req, served, choices, res)? {
                     match &served.entry.source {
                         Source::Upstream(relay) => {
                             let prompt = legacy::prompt_tokens(&parsed);
@@ -208,7 +212,7 @@ impl App {
             "/v1/chat/completions" => {
                 let chat = chat::parse(req.body, self.max_json_depth)?;
                 let served = self.catalog.resolve(&chat.model)?;
-                if let Some(admitted) = self.admit(req, served, res)? {
+                if let Some(admitted) = self.admit(req, served, u64::from(chat.n), res)? {
                     match &served.entry.source {
                         Source::Upstream(relay) => {
                             let prompt = completion::prompt_tokens(&chat);
@@ -243,6 +247,7 @@ impl App {
         &self,
         req: &Request<'_>,
         served: Served<'s>,
+        choices: u64,
         res: &mut Responder<'_>,
     ) -> Result<Option<Admitted<'s>>, ApiError> {
         let overrides = Overrides {
@@ -254,6 +259,12 @@ impl App {
         let output_tokens =
             header_number(req, "x-standin-output-tokens", MAX_HEADER_OUTPUT_TOKENS)?
                 .map(|n| n as u32);
+        if output_tokens.is_some_and(|n| u64::from(n) * choices > MAX_HEADER_OUTPUT_TOTAL) {
+            let message = format!(
+                "Header x-standin-output-tokens times the choices asked for ({choices}) must be at most {MAX_HEADER_OUTPUT_TOTAL} tokens."
+            );
+            return Err(ApiError::invalid(message, None, "invalid_value"));
+        }
         let Some(fault) = self.inject(req, served.name, res)? else {
             return Ok(None);
         };

@@ -19,6 +19,8 @@ mod cors;
 mod faults;
 #[path = "suite/framing.rs"]
 mod framing;
+#[path = "suite/hostile.rs"]
+mod hostile;
 #[path = "suite/lifecycle.rs"]
 mod lifecycle;
 #[path = "suite/limits.rs"]
@@ -37,6 +39,8 @@ mod ratelimit;
 mod resilience;
 #[path = "suite/routes.rs"]
 mod routes;
+#[path = "suite/slow_clients.rs"]
+mod slow_clients;
 #[path = "suite/sse.rs"]
 mod sse;
 #[path = "suite/upstream.rs"]

@@ -47,13 +47,17 @@ impl ChunkedDecoder {
             match self.state {
                 ChunkState::Done => return Ok(pos),
                 ChunkState::Size => {
-                    let Some(line_end) = find_crlf(rest) else {
+                    let Some(line_end) = find_crlf(rest)? else {
                         return if rest.len() > MAX_CHUNK_LINE {
                             Err(HttpError::BadRequest("chunk size line too long"))
                         } else {
                             Ok(pos)
                         };
                     };
+                    if line_end > MAX_CHUNK_LINE {
+                        // The same limit whether the line came in one read or many.
+                        return Err(HttpError::BadRequest("chunk size line too long"));
+                    }
                     let line = &rest[..line_end];
                     let digits = line
                         .split(|&b| b == b';')
@@ -96,7 +100,7 @@ impl ChunkedDecoder {
                     self.state = ChunkState::Size;
                 }
                 ChunkState::Trailer => {
-                    let Some(line_end) = find_crlf(rest) else {
+                    let Some(line_end) = find_crlf(rest)? else {
                         return if self.trailer_bytes + rest.len() > limits.max_header_bytes {
                             Err(HttpError::HeaderTooLarge)
                         } else {
@@ -122,8 +126,14 @@ impl ChunkedDecoder {
     }
 }
 
-fn find_crlf(s: &[u8]) -> Option<usize> {
-    s.windows(2).position(|w| w == b"\r\n")
+/// Where the line's CRLF starts. A bare LF is refused at once rather than waited past: proxies disagree on
+/// it, which makes it a smuggling shape (RFC 9112 7.1 ends chunk lines with CRLF).
+fn find_crlf(s: &[u8]) -> Result<Option<usize>, HttpError> {
+    match s.iter().position(|&b| b == b'\n') {
+        Some(i) if i > 0 && s[i - 1] == b'\r' => Ok(Some(i - 1)),
+        Some(_) => Err(HttpError::BadRequest("chunk line not ended by CRLF")),
+        None => Ok(None),
+    }
 }
 
 fn parse_hex(digits: &[u8]) -> Option<usize> {
@@ -144,6 +154,23 @@ mod tests {
         let mut out = Vec::new();
         let used = d.decode(input, &mut out, limits)?;
         Ok((out, used, d.is_done()))
+    }
+
+    #[test]
+    fn bare_lf_and_long_lines_are_refused_however_they_arrive() {
+        let limits = Limits::default();
+        for input in [&b"3\nabc\r\n0\r\n\r\n"[..], b"3\r\nabc\r\n0\r\nX: y\n\r\n"] {
+            assert!(
+                matches!(dechunk(input, &limits), Err(HttpError::BadRequest(_))),
+                "{input:?}"
+            );
+        }
+        // A 5 KB extension in one read is refused like one that arrives in pieces.
+        let long = format!("3;{}\r\nabc\r\n0\r\n\r\n", "x".repeat(5000));
+        assert!(matches!(
+            dechunk(long.as_bytes(), &limits),
+            Err(HttpError::BadRequest(_))
+        ));
     }
 
     #[test]

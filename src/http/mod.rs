@@ -77,6 +77,10 @@ pub enum HttpError {
     Panic,
     /// Past `max_connections` or `max_in_flight` (503).
     Overloaded,
+    /// The request line alone is past the head limit (414).
+    UriTooLong,
+    /// An HTTP version other than 1.0 and 1.1 (505).
+    VersionNotSupported,
 }
 
 impl HttpError {
@@ -89,6 +93,8 @@ impl HttpError {
             HttpError::Timeout => 408,
             HttpError::Panic => 500,
             HttpError::Overloaded => 503,
+            HttpError::UriTooLong => 414,
+            HttpError::VersionNotSupported => 505,
         }
     }
 }

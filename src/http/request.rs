@@ -98,39 +98,33 @@ fn parse_with<'b>(
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= limits.max_header_bytes {
-                Err(HttpError::HeaderTooLarge)
+                Err(too_large(buf, limits))
             } else {
                 Ok(Status::Partial)
             }
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderTooLarge),
-        Err(httparse::Error::Version) => {
-            return Err(HttpError::BadRequest("unsupported HTTP version"))
-        }
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(httparse::Error::Token) | Err(httparse::Error::Status) => {
             return Err(HttpError::BadRequest("malformed request line"))
         }
         Err(_) => return Err(HttpError::BadRequest("malformed header")),
     };
     if len > limits.max_header_bytes {
-        return Err(HttpError::HeaderTooLarge);
+        return Err(too_large(buf, limits));
     }
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
     // httparse guarantees method, path and version are present on Complete.
     let method_str = req.method.unwrap_or("");
-    let path = req.path.unwrap_or("");
-    if !path.starts_with('/') && path != "*" {
-        return Err(HttpError::BadRequest(
-            "request target must be an absolute path",
-        ));
-    }
+    let path = origin_form(req.path.unwrap_or(""))?;
     let minor_version = req.version.unwrap_or(1);
     let mut framing = Framing::Empty;
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
     let mut keep_alive = minor_version == 1;
     let mut expect_continue = false;
+    let mut hosts = 0;
     spans.clear();
     for header in req.headers.iter() {
         spans.push(HeaderSpan {
@@ -160,10 +154,24 @@ fn parse_with<'b>(
                     keep_alive = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case("host") {
+            // RFC 9112 3.2: one Host, a valid authority; the value is not used otherwise.
+            hosts += 1;
+            if value
+                .iter()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                return Err(HttpError::BadRequest("invalid Host header"));
+            }
         } else if name.eq_ignore_ascii_case("expect") && value.eq_ignore_ascii_case(b"100-continue")
         {
             expect_continue = minor_version == 1;
         }
+    }
+    match hosts {
+        0 if minor_version == 1 => return Err(HttpError::BadRequest("missing Host header")),
+        0 | 1 => {}
+        _ => return Err(HttpError::BadRequest("more than one Host header")),
     }
     if chunked {
         // RFC 9112 6.3: both present is a smuggling shape; refuse rather than pick one.
@@ -193,6 +201,61 @@ fn parse_with<'b>(
         keep_alive,
         expect_continue: expect_continue && framing != Framing::Empty,
     }))
+}
+
+/// The path of a request target: origin-form (`/v1/models`) as is, `*` as is, and absolute-form
+/// (`http://host/v1/models`, which RFC 9112 3.2.2 says a server must accept) reduced to its path, `/` when
+/// it has none. The result always borrows from `target`.
+fn origin_form(target: &str) -> Result<&str, HttpError> {
+    if target.starts_with('/') || target == "*" {
+        return Ok(target);
+    }
+    let scheme_end = target.find("://").filter(|&i| {
+        let scheme = &target[..i];
+        scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+    });
+    let Some(i) = scheme_end else {
+        return Err(HttpError::BadRequest(
+            "request target must be an absolute path",
+        ));
+    };
+    let after = &target[i + 3..];
+    if after.is_empty() || after.starts_with('/') {
+        return Err(HttpError::BadRequest("absolute-form target without a host"));
+    }
+    Ok(match after.find(['/', '?']) {
+        Some(j) if after.as_bytes()[j] == b'/' => &after[j..],
+        // No path: the `/` of `://` stands for it (it borrows from the target like every path).
+        _ => &target[i + 2..i + 3],
+    })
+}
+
+/// A well-formed version other than 1.0 and 1.1 (`HTTP/2.0`) is 505; anything else in its place is 400.
+fn version_error(buf: &[u8]) -> HttpError {
+    let line = buf
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or(buf)
+        .trim_ascii_end();
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    match parts[..] {
+        [_, _, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            HttpError::VersionNotSupported
+        }
+        _ => HttpError::BadRequest("malformed HTTP version"),
+    }
+}
+
+/// Past the head limit: 414 when the request line alone is too long (RFC 9112 3), else 431.
+fn too_large(buf: &[u8], limits: &Limits) -> HttpError {
+    let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if line >= limits.max_header_bytes.min(buf.len()) || line > limits.max_header_bytes / 2 {
+        HttpError::UriTooLong
+    } else {
+        HttpError::HeaderTooLarge
+    }
 }
 
 fn classify(method: &str) -> Method {
@@ -323,17 +386,71 @@ mod tests {
 
     bad! {
         rejects_garbage_request_line: "GARBAGE\r\n\r\n",
-        rejects_bad_header_line: "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
-        rejects_signed_length: "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-        rejects_hex_length: "POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n",
-        rejects_list_length: "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
-        rejects_conflicting_lengths: "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-        rejects_length_and_chunked: "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-        rejects_gzip_encoding: "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-        rejects_double_chunked: "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-        rejects_http2_version: "GET / HTTP/2.0\r\n\r\n",
-        rejects_relative_target: "GET v1/models HTTP/1.1\r\n\r\n",
+        rejects_bad_header_line: "GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        rejects_signed_length: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+        rejects_hex_length: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+        rejects_list_length: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
+        rejects_conflicting_lengths: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        rejects_length_and_chunked: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        rejects_gzip_encoding: "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        rejects_double_chunked: "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        rejects_missing_host: "GET / HTTP/1.1\r\n\r\n",
+        rejects_two_hosts: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        rejects_host_with_space: "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        rejects_other_scheme: "GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        rejects_hostless_absolute_form: "GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n",
+        rejects_relative_target: "GET v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
         rejects_chunked_on_http10: "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    }
+
+    #[test]
+    fn other_versions_are_505_and_http10_needs_no_host() {
+        assert_eq!(
+            head("GET / HTTP/2.0\r\n\r\n").unwrap_err(),
+            HttpError::VersionNotSupported
+        );
+        assert!(matches!(
+            head("GET / HTTP/1.0\r\n\r\n"),
+            Ok(Status::Complete(_))
+        ));
+    }
+
+    #[test]
+    fn absolute_form_targets_route_by_their_path() {
+        for (target, path) in [
+            ("http://h/v1/models?x=1", "/v1/models?x=1"),
+            ("HTTPS://h:8000/health", "/health"),
+            ("http://h", "/"),
+            ("http://h?q", "/"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let mut spans = Vec::new();
+            let Ok(Status::Complete(h)) =
+                parse_head(raw.as_bytes(), &Limits::default(), &mut spans)
+            else {
+                panic!("{target}")
+            };
+            let req = Request::new(raw.as_bytes(), &h, &spans, b"", std::time::Instant::now());
+            assert_eq!(req.target(), path, "{target}");
+        }
+    }
+
+    #[test]
+    fn a_long_request_line_is_414_and_long_headers_431() {
+        let limits = Limits {
+            max_header_bytes: 300,
+            ..Limits::default()
+        };
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(400));
+        assert_eq!(
+            parse_head(long_target.as_bytes(), &limits, &mut Vec::new()).unwrap_err(),
+            HttpError::UriTooLong
+        );
+        // Still arriving, no line end yet: the same.
+        assert_eq!(
+            parse_head(&long_target.as_bytes()[..310], &limits, &mut Vec::new()).unwrap_err(),
+            HttpError::UriTooLong
+        );
     }
 
     #[test]
@@ -351,7 +468,7 @@ mod tests {
             max_header_bytes: 300,
             ..Limits::default()
         };
-        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(400));
+        let long = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n", "a".repeat(400));
         assert_eq!(
             parse_head(long.as_bytes(), &limits, &mut Vec::new()).unwrap_err(),
             HttpError::HeaderTooLarge
@@ -364,7 +481,7 @@ mod tests {
             max_headers: 100,
             ..Limits::default()
         };
-        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
         for i in 0..90 {
             raw.push_str(&format!("x-h{i}: {i}\r\n"));
         }
@@ -374,7 +491,7 @@ mod tests {
             parse_head(raw.as_bytes(), &limits, &mut spans),
             Ok(Status::Complete(_))
         ));
-        assert_eq!(spans.len(), 90);
+        assert_eq!(spans.len(), 91, "90 and Host");
         let tight = Limits {
             max_headers: 89,
             ..Limits::default()
@@ -391,7 +508,7 @@ mod tests {
             max_headers: 3,
             ..Limits::default()
         };
-        let raw = "GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n";
+        let raw = "GET / HTTP/1.1\r\nHost: x\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n";
         assert_eq!(
             parse_head(raw.as_bytes(), &limits, &mut Vec::new()).unwrap_err(),
             HttpError::HeaderTooLarge
@@ -400,23 +517,30 @@ mod tests {
 
     #[test]
     fn framing_and_connection_rules() {
-        let h = complete("POST /v1 HTTP/1.1\r\nContent-Length: 12\r\nContent-Length: 12\r\n\r\n");
+        let h = complete(
+            "POST /v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nContent-Length: 12\r\n\r\n",
+        );
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(12), true));
-        let h =
-            complete("POST / HTTP/1.1\r\ntransfer-encoding: Chunked\r\nConnection: close\r\n\r\n");
+        let h = complete(
+            "POST / HTTP/1.1\r\nHost: x\r\ntransfer-encoding: Chunked\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
         assert!(!complete("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(complete("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
         assert!(
-            complete("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-                .expect_continue
+            complete(
+                "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+            )
+            .expect_continue
         );
-        assert!(!complete("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert!(
+            !complete("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n").expect_continue
+        );
     }
 
     #[test]
     fn request_view_reads_headers_and_path() {
-        let raw = b"GET /v1/models?x=1 HTTP/1.1\r\nAuthorization:  Bearer k \r\n\r\n";
+        let raw = b"GET /v1/models?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization:  Bearer k \r\n\r\n";
         let mut spans = Vec::new();
         let Ok(Status::Complete(h)) = parse_head(raw, &Limits::default(), &mut spans) else {
             panic!()

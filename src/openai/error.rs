@@ -142,6 +142,16 @@ impl ApiError {
                 "The server had an error while processing your request.".into(),
                 "internal_error",
             ),
+            HttpError::UriTooLong => (
+                "invalid_request_error",
+                "The request target is too long.".into(),
+                "uri_too_long",
+            ),
+            HttpError::VersionNotSupported => (
+                "server_error",
+                "Only HTTP/1.1 and HTTP/1.0 are supported.".into(),
+                "http_version_not_supported",
+            ),
             HttpError::Overloaded => (
                 "server_error",
                 "The server is overloaded. Please try again later.".into(),

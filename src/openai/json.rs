@@ -147,10 +147,19 @@ pub fn kind(raw: &RawValue) -> &'static str {
 
 fn wrong_type(param: impl Display, expected: &str, raw: &RawValue) -> ApiError {
     let param = param.to_string();
-    let message = format!(
-        "Invalid type for '{param}': expected {expected}, but got {} instead.",
-        kind(raw)
-    );
+    let got = kind(raw);
+    let noun = got.trim_start_matches("an ").trim_start_matches("a ");
+    let message = if expected.contains(noun) {
+        // Right kind, unreadable value: a lone surrogate escape, or a number past f64's range.
+        let why = if got == "a string" {
+            "it holds an invalid escape, such as a lone surrogate"
+        } else {
+            "it is out of range"
+        };
+        format!("Invalid type for '{param}': expected {expected}, but got {got} that cannot be read: {why}.")
+    } else {
+        format!("Invalid type for '{param}': expected {expected}, but got {got} instead.")
+    };
     ApiError::invalid(message, Some(&param), "invalid_type")
 }
 

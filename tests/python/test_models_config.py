@@ -418,7 +418,7 @@ def test_output_tokens_header_is_still_cut_by_max_tokens(client, spec, model):
     assert (exact.usage.completion_tokens, exact.choices[0].finish_reason) == (40, "stop")
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "1e3", "1000001"])
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "1e3", "100001"])
 def test_invalid_output_tokens_header_is_a_bad_request(client, spec, value):
     headers = {"x-standin-output-tokens": value}
     calls = [

@@ -104,7 +104,19 @@ fn output_tokens_header_sets_the_length_for_chat_and_legacy() {
         ))
         .assert_ok_json();
     assert_eq!(reply["usage"]["completion_tokens"], 33);
-    for bad in ["abc", "-1", "99999999999"] {
+    // 20,000 tokens are fine alone, too much over 128 choices.
+    let mut many = body.clone();
+    many["n"] = json!(128);
+    let resp = server.send(&chat(
+        &many.to_string(),
+        &[("x-standin-output-tokens", "20000")],
+    ));
+    let error = resp.assert_error(400, Some("invalid_value"));
+    assert!(
+        error["message"].as_str().unwrap().contains("choices"),
+        "{error}"
+    );
+    for bad in ["abc", "-1", "99999999999", "100001"] {
         let resp = server.send(&chat(
             &body.to_string(),
             &[("x-standin-output-tokens", bad)],

@@ -700,7 +700,10 @@ fn a_client_leaving_mid_stream_ends_the_upstream_request() {
     // The gateway drops its upstream connection; the upstream's next write fails and its generation ends,
     // long before the 4 s the stream would have lasted.
     while running(&upstream) != 0 {
-        assert!(left.elapsed() < Duration::from_secs(3), "upstream still generating");
+        assert!(
+            left.elapsed() < Duration::from_secs(3),
+            "upstream still generating"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     gw.assert_alive();
