@@ -25,8 +25,18 @@ pub struct Options {
     pub requests: Option<usize>,
     /// Warm-up before measuring.
     pub warmup: Duration,
-    /// Seed for schedule and prompts.
+    /// Seed for schedule, prompts and disconnects: `--seed` plus the instance index.
     pub seed: u64,
+    /// `--seed` as given, before the instance index is added.
+    pub base_seed: u64,
+    /// This harness's index among `instances` (0 when alone).
+    pub instance: u64,
+    /// How many harness instances share the test (`--instances`), if said.
+    pub instances: Option<u64>,
+    /// Probability that the client abandons a request at a random point (`--disconnect`).
+    pub disconnect: f64,
+    /// Write every request's raw record here (JSONL, `raw.rs`), for `standin-load merge`.
+    pub raw: Option<String>,
     /// Request body settings.
     pub body: BodySpec,
     /// Prompt source.
@@ -47,6 +57,16 @@ pub struct Options {
     pub quiet: bool,
 }
 
+impl Options {
+    /// The load shape as reports print it: `closed c=64`, `open rate=100 poisson`.
+    pub fn mode(&self) -> String {
+        match self.rate {
+            Some(rate) => format!("open rate={rate} {:?}", self.arrival).to_lowercase(),
+            None => format!("closed c={}", self.concurrency.unwrap_or(1)),
+        }
+    }
+}
+
 /// `--help` text.
 pub const HELP: &str = "standin-load: load-test any OpenAI-compatible server
 
@@ -62,7 +82,7 @@ USAGE: standin-load [FLAGS]
   --duration SECS         measured duration [default: 10 unless --requests]
   --requests N            measured request count
   --warmup SECS           warm-up excluded from results [default: 1]
-  --seed S                seed for schedule and prompts [default: 0]
+  --seed S                seed for schedule, prompts and disconnects [default: 0]
   --endpoint KIND         chat | completions [default: chat]
   --model NAME            [default: mock-gpt-model]
   --stream                stream (always with stream_options.include_usage)
@@ -74,13 +94,39 @@ USAGE: standin-load [FLAGS]
   --timeout SECS          per-request timeout [default: 60]
   --json FILE             write the report as JSON (vLLM bench serve field names plus ours)
   --svg FILE              write latency distributions and a throughput timeline as SVG
+  --raw FILE              write every request's raw timings (JSONL) for `standin-load merge`
+  --instances N           this run is one of N harness instances whose --raw files are merged
+  --instance-index I      which one, 0-based: its seed is --seed + I, so instances send different work
+                          [default: $JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job), else 0]
+  --disconnect P          abandon each request with probability P (seeded): hang up before the head or
+                          after a random number of SSE events; counted as abandoned, not as errors
   --sources N             spread connections over 127.0.0.1..127.0.0.N [default: 0 = kernel's choice]
   --workers N             harness threads [default: cores]
   --quiet                 no progress line
+
+Per instance: --concurrency, --rate, --requests and --duration apply to each instance, so N instances
+send N times the load.
+
+USAGE: standin-load merge FILE|DIR... [--json OUT] [--svg OUT]
+
+  Combines the --raw files of several instances (a directory: its *.jsonl files) into one report,
+  computed from the union of their samples (exact percentiles, not averages of percentiles); see
+  `merge --help`.
 ";
+
+/// The environment variable a Kubernetes Indexed Job sets to each pod's index.
+pub const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 
 /// Parses argv (without the program name). `Ok(None)` means `--help` was asked for.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
+    parse_with_env(args, |name| std::env::var(name).ok())
+}
+
+/// [`parse`] with the environment as a function, for tests.
+pub fn parse_with_env(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Options>, String> {
     let mut o = Options {
         url: "http://127.0.0.1:8000".into(),
         compare: None,
@@ -92,6 +138,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
         requests: None,
         warmup: Duration::from_secs(1),
         seed: 0,
+        base_seed: 0,
+        instance: 0,
+        instances: None,
+        disconnect: 0.0,
+        raw: None,
         body: BodySpec {
             chat: true,
             model: "mock-gpt-model".into(),
@@ -108,6 +159,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
         quiet: false,
     };
     let mut arrival = "poisson".to_string();
+    let mut instance: Option<u64> = None;
     let mut burstiness = 1.0;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -168,6 +220,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
             "--timeout" => o.timeout = Duration::from_secs_f64(num(&flag, &value(&flag)?)?),
             "--json" => o.json = Some(value(&flag)?),
             "--svg" => o.svg = Some(value(&flag)?),
+            "--raw" => o.raw = Some(value(&flag)?),
+            "--instances" => o.instances = Some(num(&flag, &value(&flag)?)?),
+            "--instance-index" => instance = Some(num(&flag, &value(&flag)?)?),
+            "--disconnect" => o.disconnect = num(&flag, &value(&flag)?)?,
             "--sources" => o.sources = num(&flag, &value(&flag)?)?,
             "--workers" => o.workers = num(&flag, &value(&flag)?)?,
             other => return Err(format!("unknown flag {other} (see --help)")),
@@ -193,6 +249,29 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
     if o.rate.is_none() && o.concurrency.is_none() {
         o.concurrency = Some(64);
     }
+    if !(0.0..=1.0).contains(&o.disconnect) {
+        return Err("--disconnect is a probability, from 0 to 1".into());
+    }
+    let instance = match (instance, env(INDEX_ENV)) {
+        (Some(i), _) => Some(i),
+        (None, Some(v)) => Some(num(INDEX_ENV, &v)?),
+        (None, None) => None,
+    };
+    match (instance, o.instances) {
+        (_, Some(0)) => return Err("--instances must be positive".into()),
+        (Some(i), Some(n)) if i >= n => {
+            return Err(format!("instance index {i} is not below --instances {n}"))
+        }
+        (None, Some(n)) if n > 1 => {
+            return Err(format!(
+                "--instances {n} needs --instance-index or ${INDEX_ENV}"
+            ))
+        }
+        _ => {}
+    }
+    o.instance = instance.unwrap_or(0);
+    o.base_seed = o.seed;
+    o.seed = o.seed.wrapping_add(o.instance);
     if o.duration.is_none() && o.requests.is_none() {
         o.duration = Some(Duration::from_secs(10));
     }
@@ -237,7 +316,17 @@ mod tests {
     use super::*;
 
     fn opts(args: &[&str]) -> Result<Options, String> {
-        parse(args.iter().map(|s| s.to_string())).map(|o| o.expect("not help"))
+        opts_env(args, None)
+    }
+
+    /// Parses with `JOB_COMPLETION_INDEX` set to `index` (or unset), whatever the real environment says.
+    fn opts_env(args: &[&str], index: Option<&str>) -> Result<Options, String> {
+        let env = |name: &str| {
+            (name == INDEX_ENV)
+                .then(|| index.map(String::from))
+                .flatten()
+        };
+        parse_with_env(args.iter().map(|s| s.to_string()), env).map(|o| o.expect("not help"))
     }
 
     #[test]
@@ -279,6 +368,40 @@ mod tests {
         assert!(opts(&["--prompt-words", "9:3"]).is_err());
         assert!(opts(&["--bogus"]).is_err());
         assert!(opts(&["--url"]).is_err());
+    }
+
+    #[test]
+    fn instances_split_the_seed() {
+        let o = opts(&["--seed", "10"]).unwrap();
+        assert_eq!(
+            (o.seed, o.base_seed, o.instance, o.instances),
+            (10, 10, 0, None)
+        );
+        let o = opts(&["--seed", "10", "--instances", "4", "--instance-index", "3"]).unwrap();
+        assert_eq!(
+            (o.seed, o.base_seed, o.instance, o.instances),
+            (13, 10, 3, Some(4))
+        );
+        // A Kubernetes Indexed Job sets the index; the flag still wins.
+        let o = opts_env(&["--seed", "10", "--instances", "4"], Some("2")).unwrap();
+        assert_eq!((o.seed, o.instance), (12, 2));
+        let o = opts_env(&["--instance-index", "1", "--instances", "4"], Some("2")).unwrap();
+        assert_eq!(o.instance, 1);
+        assert_eq!(opts_env(&[], Some("5")).unwrap().seed, 5);
+        assert!(opts(&["--instances", "4"]).is_err(), "which one?");
+        assert!(opts(&["--instances", "1"]).is_ok());
+        assert!(opts(&["--instances", "2", "--instance-index", "2"]).is_err());
+        assert!(opts(&["--instances", "0"]).is_err());
+        assert!(opts_env(&["--instances", "2"], Some("x")).is_err());
+    }
+
+    #[test]
+    fn disconnect_and_raw_flags() {
+        let o = opts(&["--disconnect", "0.05", "--raw", "r.jsonl"]).unwrap();
+        assert_eq!((o.disconnect, o.raw.as_deref()), (0.05, Some("r.jsonl")));
+        assert_eq!(opts(&[]).unwrap().disconnect, 0.0);
+        assert!(opts(&["--disconnect", "1.5"]).is_err());
+        assert!(opts(&["--disconnect", "-0.1"]).is_err());
     }
 
     #[test]

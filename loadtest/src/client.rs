@@ -172,13 +172,17 @@ impl Connection {
     }
 }
 
-/// Sends `request` (a whole HTTP request) on `conn` and measures the answer into `rec`.
+/// Sends `request` (a whole HTTP request) on `conn` and measures the answer into `rec`. With
+/// `abandon_after = Some(k)` the client hangs up once it has seen `k` milestones (see
+/// [`abandon_point`](crate::workload::abandon_point)) and the answer is still incomplete: `rec.abandoned` is
+/// set and the socket is reset (`SO_LINGER` 0), so the server notices at its next write.
 /// Returns whether the connection may be reused.
 pub fn exchange(
     conn: &mut Connection,
     request: &[u8],
     clock: Instant,
     timeout: Duration,
+    abandon_after: Option<u32>,
     rec: &mut Record,
 ) -> bool {
     let deadline = Instant::now() + timeout;
@@ -201,18 +205,41 @@ pub fn exchange(
     conn.rbuf.clear();
     conn.body.clear();
     conn.events.clear();
-    let result = read_response(conn, clock, deadline, rec);
+    let result = read_response(conn, clock, deadline, abandon_after, rec);
     rec.end = clock.elapsed();
     match result {
-        Ok(keep) => {
+        Ok(Ended::Complete { keep }) => {
             conn.reused = true;
             keep
+        }
+        Ok(Ended::Abandoned) => {
+            rec.abandoned = true;
+            reset_on_close(&conn.stream);
+            false
         }
         Err(failure) => {
             rec.failure = Some(failure);
             false
         }
     }
+}
+
+/// Makes the coming close send a reset rather than a FIN, as a killed client or a proxy giving up does:
+/// the server's next write fails at once instead of succeeding into a half-closed connection.
+#[allow(unsafe_code)]
+fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow; socket2 only calls setsockopt.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+}
+
+/// How a response read ended, short of a failure.
+enum Ended {
+    /// The whole response arrived; `keep` says whether the connection may carry another.
+    Complete { keep: bool },
+    /// The client hung up on purpose before the end.
+    Abandoned,
 }
 
 fn classify_connect(e: &io::Error) -> Failure {
@@ -252,16 +279,24 @@ fn read_more(conn: &mut Connection, deadline: Instant) -> Result<usize, Failure>
     }
 }
 
-/// Reads one response; returns keep-alive.
+/// Reads one response. `abandon_after`: hang up, instead of reading on, once this many milestones (the
+/// head, then each SSE event) have been seen.
 fn read_response(
     conn: &mut Connection,
     clock: Instant,
     deadline: Instant,
+    abandon_after: Option<u32>,
     rec: &mut Record,
-) -> Result<bool, Failure> {
+) -> Result<Ended, Failure> {
+    // Checked only where the client would otherwise wait for more bytes: a response already complete in
+    // what arrived is never abandoned.
+    let hang_up = |seen: u32| abandon_after.is_some_and(|k| seen >= k);
     let head: Head = loop {
         if let Some(head) = parse_head(&conn.rbuf).map_err(|_| Failure::MalformedHttp)? {
             break head;
+        }
+        if hang_up(0) {
+            return Ok(Ended::Abandoned);
         }
         if read_more(conn, deadline)? == 0 {
             return Err(if conn.reused && conn.rbuf.is_empty() {
@@ -274,6 +309,7 @@ fn read_response(
     rec.head = Some(clock.elapsed());
     rec.bytes += head.len as u64;
     conn.rbuf.drain(..head.len);
+    let mut seen = 1u32;
     let mut decoder = BodyDecoder::new(head.framing);
     let mut stream_state = StreamState::default();
     let empty_body = head.framing == Framing::Length(0);
@@ -303,10 +339,21 @@ fn read_response(
                     stream_state.on_event(data, now, rec);
                 });
                 rec.coalesced_events += events.saturating_sub(1);
+                seen = seen.saturating_add(events);
             }
             if let Progress::Done(_) = progress {
                 break;
             }
+        }
+        if hang_up(seen) {
+            // What already went wrong is the answer's fault, and is not hidden by the hang-up.
+            if head.status != 200 {
+                return Err(Failure::Status(head.status));
+            }
+            if let Some(failure) = stream_state.failure.take() {
+                return Err(failure);
+            }
+            return Ok(Ended::Abandoned);
         }
         match read_more(conn, deadline)? {
             0 if head.framing == Framing::Close => break,
@@ -322,7 +369,9 @@ fn read_response(
     } else {
         finish_json(&conn.body, clock.elapsed(), rec)?;
     }
-    Ok(!head.close && head.framing != Framing::Close)
+    Ok(Ended::Complete {
+        keep: !head.close && head.framing != Framing::Close,
+    })
 }
 
 #[derive(Default)]

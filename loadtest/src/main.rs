@@ -1,16 +1,20 @@
 //! standin-load: a load-test harness for any OpenAI-compatible server. Closed or open loop, streaming or
 //! not, TTFT/ITL/TPOT/E2EL from exact samples, coordinated-omission corrected figures in open loop, and an
-//! interleaved A/B comparison of two servers on the same seeded work.
+//! interleaved A/B comparison of two servers on the same seeded work. Several instances (`--instances`,
+//! `--raw`) can share one test and `standin-load merge` their raw files into one exact report.
 //!
 //! # Layout
-//! `cli` (flags) → `workload` (schedule, bodies) → `runner` (coroutines) → `client` + `sse` (wire) →
-//! `record` (per-request timings) → `stats` + `report` (figures, table, JSON, SVG).
+//! `cli` (flags) → `workload` (schedule, bodies, disconnects) → `runner` (coroutines) → `client` + `sse`
+//! (wire) → `record` (per-request timings) → `stats` + `report` (figures, table, JSON, SVG); `raw` (the
+//! `--raw` file) and `merge` (several runs as one).
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cli;
 mod client;
+mod merge;
+mod raw;
 mod record;
 mod report;
 mod runner;
@@ -20,16 +24,23 @@ mod svg;
 mod workload;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value};
+
 /// Coroutine stack for the harness: responses are parsed into small borrowed views, 64 KiB is plenty.
 const STACK_SIZE: usize = 64 * 1024;
 
 fn main() -> ExitCode {
-    let opts = match cli::parse(std::env::args().skip(1)) {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("merge") {
+        return merge::main(args.skip(1));
+    }
+    let opts = match cli::parse(args) {
         Ok(Some(opts)) => opts,
         Ok(None) => {
             print!("{}", cli::HELP);
@@ -57,27 +68,99 @@ fn main() -> ExitCode {
     if let Some(p) = progress {
         let _ = p.join();
     }
-    let mode = match opts.rate {
-        Some(rate) => format!("open rate={rate} {:?}", opts.arrival).to_lowercase(),
-        None => format!("closed c={}", opts.concurrency.unwrap_or(1)),
-    };
-    let urls: Vec<&String> = std::iter::once(&opts.url)
+    let mode = opts.mode();
+    if let Some(path) = &opts.raw {
+        let header = raw_header(&opts, &outcome, &mode);
+        let trailer = raw::Trailer {
+            trailer: true,
+            records: outcome.records.len() as u64,
+            sent: outcome.sent as u64,
+            connections: outcome.connections as u64,
+            peak_in_flight: outcome.peak_in_flight as u64,
+            measured_ns: outcome.measured.as_nanos() as u64,
+        };
+        if let Err(e) = raw::write(Path::new(path), &header, &outcome.records, &trailer) {
+            eprintln!("standin-load: --raw {path}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let infos: Vec<report::RunInfo> = std::iter::once(&opts.url)
         .chain(opts.compare.as_ref())
+        .map(|url| report::RunInfo {
+            label: url.to_string(),
+            mode: mode.clone(),
+            duration: outcome.measured,
+            peak_in_flight: outcome.peak_in_flight,
+            stream: opts.body.stream,
+            open_loop: opts.rate.is_some(),
+        })
         .collect();
-    let results: Vec<report::Results> = urls
+    let out = Output {
+        json: opts.json.as_deref(),
+        svg: opts.svg.as_deref(),
+        extra: &Map::new(),
+    };
+    emit(&outcome.records, &infos, &out)
+}
+
+/// The `--raw` header of this run.
+fn raw_header(opts: &cli::Options, outcome: &runner::Outcome, mode: &str) -> raw::Header {
+    raw::Header {
+        format: raw::FORMAT.into(),
+        version: raw::VERSION,
+        harness: format!("standin-load {}", env!("CARGO_PKG_VERSION")),
+        start_unix_ns: outcome.start_unix_ns,
+        url: opts.url.clone(),
+        compare: opts.compare.clone(),
+        endpoint: if opts.body.chat {
+            "chat"
+        } else {
+            "completions"
+        }
+        .into(),
+        stream: opts.body.stream,
+        model: opts.body.model.clone(),
+        max_tokens: opts.body.max_tokens,
+        open_loop: opts.rate.is_some(),
+        mode: mode.to_string(),
+        concurrency: opts.concurrency,
+        rate: opts.rate,
+        arrival: format!("{:?}", opts.arrival).to_lowercase(),
+        max_concurrency: opts.max_concurrency,
+        duration_s: opts.duration.map(|d| d.as_secs_f64()),
+        requests: opts.requests,
+        warmup_ns: opts.warmup.as_nanos() as u64,
+        seed: opts.base_seed,
+        effective_seed: opts.seed,
+        instance: opts.instance,
+        instances: opts.instances,
+        disconnect: opts.disconnect,
+        timeout_s: opts.timeout.as_secs_f64(),
+    }
+}
+
+/// Where a report goes besides stdout.
+pub(crate) struct Output<'a> {
+    /// `--json` path.
+    pub json: Option<&'a str>,
+    /// `--svg` path.
+    pub svg: Option<&'a str>,
+    /// Fields added at the top of the JSON document.
+    pub extra: &'a Map<String, Value>,
+}
+
+/// Computes one result per `infos` entry (target 0, then 1 with `--compare`) from `records`, prints the
+/// table (or the A/B comparison), writes the JSON and SVG asked for. Exit 1 when nothing succeeded or a
+/// file could not be written. Shared by a run and by `merge`, so both report alike.
+pub(crate) fn emit(
+    records: &[record::Record],
+    infos: &[report::RunInfo],
+    out: &Output,
+) -> ExitCode {
+    let results: Vec<report::Results> = infos
         .iter()
         .enumerate()
-        .map(|(i, url)| {
-            let info = report::RunInfo {
-                label: url.to_string(),
-                mode: mode.clone(),
-                duration: outcome.measured,
-                peak_in_flight: outcome.peak_in_flight,
-                stream: opts.body.stream,
-                open_loop: opts.rate.is_some(),
-            };
-            report::compute(&outcome.records, i as u8, &info)
-        })
+        .map(|(i, info)| report::compute(records, i as u8, info))
         .collect();
     let mut text = String::new();
     match results.as_slice() {
@@ -86,12 +169,15 @@ fn main() -> ExitCode {
         _ => {}
     }
     print!("{text}");
-    if let Some(path) = &opts.json {
-        let json = match results.as_slice() {
+    if let Some(path) = out.json {
+        let mut json = match results.as_slice() {
             [a, b] => report::compare_json(a, b),
             [a, ..] => report::to_json(a),
-            [] => serde_json::Value::Null,
+            [] => Value::Null,
         };
+        if let Value::Object(doc) = &mut json {
+            doc.extend(out.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         if let Err(e) = std::fs::write(
             path,
             serde_json::to_string_pretty(&json).unwrap_or_default(),
@@ -100,9 +186,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    if let Some(path) = &opts.svg {
+    if let Some(path) = out.svg {
         if let Some(first) = results.first() {
-            if let Err(e) = std::fs::write(path, svg::write_svg(&outcome.records, first, 0)) {
+            if let Err(e) = std::fs::write(path, svg::write_svg(records, first, 0)) {
                 eprintln!("standin-load: --svg {path}: {e}");
                 return ExitCode::from(1);
             }
@@ -127,11 +213,12 @@ fn start_progress(c: Arc<runner::Counters>) -> std::thread::JoinHandle<()> {
             let done = c.done.load(Ordering::Relaxed);
             let _ = writeln!(
                 stderr,
-                "[{:>5.1}s] done={done} in_flight={} req/s={} errors={}",
+                "[{:>5.1}s] done={done} in_flight={} req/s={} errors={} abandoned={}",
                 start.elapsed().as_secs_f64(),
                 c.in_flight.load(Ordering::Relaxed),
                 done - last_done,
                 c.errors.load(Ordering::Relaxed),
+                c.abandoned.load(Ordering::Relaxed),
             );
             last_done = done;
         }

@@ -1,5 +1,6 @@
 //! What the harness measured about one request: monotonic timestamps (offsets from the run's start), counts,
-//! and the error if it failed. Everything the statistics and reports need, nothing they must recompute.
+//! and the error if it failed. Everything the statistics and reports need, nothing they must recompute; the
+//! `--raw` file (`raw.rs`) is these records, one per line.
 
 use std::time::Duration;
 
@@ -45,6 +46,29 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl std::str::FromStr for Failure {
+    type Err = String;
+
+    /// The inverse of `Display`: `http_503` → `Status(503)`, `timeout` → `Timeout`, …
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "connect" => Failure::Connect,
+            "timeout" => Failure::Timeout,
+            "io" => Failure::Io,
+            "malformed_http" => Failure::MalformedHttp,
+            "malformed_sse" => Failure::MalformedSse,
+            "no_content" => Failure::NoContent,
+            "no_done" => Failure::NoDone,
+            "stream_error" => Failure::StreamError,
+            "usage_mismatch" => Failure::UsageMismatch,
+            other => match other.strip_prefix("http_").map(str::parse) {
+                Some(Ok(status)) => Failure::Status(status),
+                _ => return Err(format!("unknown failure kind {other:?}")),
+            },
+        })
+    }
+}
+
 /// One request's measurements. Times are offsets from the run's start on the monotonic clock.
 #[derive(Debug, Clone, Default)]
 pub struct Record {
@@ -52,6 +76,8 @@ pub struct Record {
     pub target: u8,
     /// Sent during warm-up: excluded from results.
     pub warmup: bool,
+    /// When the runner took it up (before any connect): `[began, end]` is when it counted as in flight.
+    pub began: Duration,
     /// When the schedule wanted it sent (open loop); equals `sent` in closed loop.
     pub intended: Duration,
     /// When its first byte was written.
@@ -84,12 +110,15 @@ pub struct Record {
     pub bytes: u64,
     /// `None` on success.
     pub failure: Option<Failure>,
+    /// The client hung up on purpose (`--disconnect`) before the answer was complete: neither a success nor
+    /// a failure, counted apart and kept out of every latency and token figure.
+    pub abandoned: bool,
 }
 
 impl Record {
-    /// Succeeded and not warm-up: counts in latency statistics.
+    /// Succeeded, not abandoned, and not warm-up: counts in latency statistics.
     pub fn counts(&self) -> bool {
-        !self.warmup && self.failure.is_none()
+        !self.warmup && self.failure.is_none() && !self.abandoned
     }
 
     /// Time to first token by vLLM's rule (first event with choices), from the actual send.
@@ -130,5 +159,42 @@ impl Record {
     /// How late the request left compared with its schedule.
     pub fn send_lag(&self) -> Duration {
         self.sent.saturating_sub(self.intended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_kinds_parse_back_from_their_names() {
+        let kinds = [
+            Failure::Connect,
+            Failure::Timeout,
+            Failure::Io,
+            Failure::Status(503),
+            Failure::Status(429),
+            Failure::MalformedHttp,
+            Failure::MalformedSse,
+            Failure::NoContent,
+            Failure::NoDone,
+            Failure::StreamError,
+            Failure::UsageMismatch,
+        ];
+        for kind in kinds {
+            assert_eq!(kind.to_string().parse::<Failure>(), Ok(kind));
+        }
+        assert!("http_x".parse::<Failure>().is_err());
+        assert!("gone".parse::<Failure>().is_err());
+    }
+
+    #[test]
+    fn abandoned_requests_do_not_count() {
+        let rec = Record {
+            abandoned: true,
+            ..Record::default()
+        };
+        assert!(!rec.counts());
+        assert!(Record::default().counts());
     }
 }

@@ -44,6 +44,9 @@ pub struct Results {
     pub failed: BTreeMap<String, usize>,
     /// Sum of `failed`.
     pub failed_total: usize,
+    /// Requests the client hung up on before the end (`--disconnect`), outside warm-up: neither completed
+    /// nor failed, and in no latency or token figure.
+    pub abandoned: usize,
     /// Warm-up requests (of either outcome), left out of everything else.
     pub warmup: usize,
     /// Prompt tokens of the completed requests.
@@ -120,9 +123,12 @@ pub fn compute(records: &[Record], target: u8, info: &RunInfo) -> Results {
     let mut failed = BTreeMap::new();
     let (mut warmup, mut completed, mut input, mut output, mut usage, mut coalesced) =
         (0, 0, 0, 0, 0, 0);
+    let mut abandoned = 0;
     for rec in records.iter().filter(|r| r.target == target) {
         if rec.warmup {
             warmup += 1;
+        } else if rec.abandoned {
+            abandoned += 1;
         } else if let Some(failure) = &rec.failure {
             *failed.entry(failure.to_string()).or_insert(0) += 1;
         } else {
@@ -143,6 +149,7 @@ pub fn compute(records: &[Record], target: u8, info: &RunInfo) -> Results {
         completed,
         failed_total: failed.values().sum(),
         failed,
+        abandoned,
         warmup,
         total_input_tokens: input,
         total_output_tokens: output,
@@ -209,6 +216,7 @@ fn figures(r: &Results) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = vec![
         ("completed".into(), json!(r.completed)),
         ("failed".into(), json!(r.failed_total)),
+        ("abandoned".into(), json!(r.abandoned)),
         ("duration".into(), json!(r.info.duration.as_secs_f64())),
         ("total_input_tokens".into(), json!(r.total_input_tokens)),
         ("total_output_tokens".into(), json!(r.total_output_tokens)),
@@ -243,7 +251,7 @@ fn figures(r: &Results) -> Vec<(String, Value)> {
 }
 
 /// The result as JSON: vLLM `bench serve` names (`completed`, `mean_ttft_ms`, `p99_itl_ms`, …; p99.9 is
-/// `p99_9_*`) plus ours (`errors`, `peak_in_flight`, `*_ttft_content_ms`, `*_send_lag_ms`, `*_co_ms` in open
+/// `p99_9_*`) plus ours (`errors`, `abandoned`, `peak_in_flight`, `*_ttft_content_ms`, `*_send_lag_ms`, `*_co_ms` in open
 /// loop, `min_*`/`max_*`, `<metric>_samples`). Every number is finite: a metric without samples reads 0.
 pub fn to_json(r: &Results) -> Value {
     let mut doc = Map::new();
@@ -309,6 +317,7 @@ pub fn write_table(out: &mut String, r: &Results) {
         info,
         completed,
         failed_total,
+        abandoned,
         warmup,
         usage_reported,
         ..
@@ -329,7 +338,7 @@ pub fn write_table(out: &mut String, r: &Results) {
         out,
         "{label}  [{mode}{stream}]
 measured {secs:.2} s (warm-up excluded: {warmup} requests)
-requests    {completed} completed, {failed_total} failed
+requests    {completed} completed, {failed_total} failed, {abandoned} abandoned by the client
 tokens      {input} input, {output} output ({usage_reported} of {completed} counts from usage)
 throughput  {rps:.2} req/s, {ops:.1} output tok/s, {tps:.1} total tok/s
 peak in-flight {peak}, coalesced events per request {coalesced:.3}
@@ -517,6 +526,36 @@ pub(crate) mod tests {
         );
         assert!(table.contains("10 completed, 3 failed"), "{table}");
         assert_eq!(compute(&records, 1, &info(false)).completed, 1);
+    }
+
+    #[test]
+    fn abandoned_requests_are_counted_apart() {
+        let mut records: Vec<Record> = (0..6).map(request).collect();
+        for i in [1, 4] {
+            // Partial answers with huge times: any leak into the figures would show.
+            records[i].abandoned = true;
+            records[i].last_token = Some(Duration::from_secs(100));
+        }
+        records.push(Record {
+            warmup: true,
+            abandoned: true,
+            ..request(9)
+        });
+        let r = compute(&records, 0, &info(false));
+        assert_eq!(
+            (r.completed, r.failed_total, r.abandoned, r.warmup),
+            (4, 0, 2, 1)
+        );
+        assert_eq!(r.total_output_tokens, 20);
+        assert_eq!(r.e2el.unwrap().count, 4);
+        assert!(r.e2el.unwrap().max < 100.0);
+        assert_eq!(to_json(&r)["abandoned"], 2);
+        let mut table = String::new();
+        write_table(&mut table, &r);
+        assert!(
+            table.contains("4 completed, 0 failed, 2 abandoned by the client"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -20,8 +20,14 @@ pub struct Outcome {
     pub records: Vec<Record>,
     /// From the end of warm-up to the end of the last request.
     pub measured: Duration,
-    /// Most requests in flight at once.
+    /// Most requests in flight at once, from the records' `[began, end]` intervals.
     pub peak_in_flight: usize,
+    /// Wall-clock time of the run's origin (offset 0 of every record), nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// Requests taken up (each becomes exactly one record).
+    pub sent: usize,
+    /// Connections opened.
+    pub connections: usize,
 }
 
 /// One server under test.
@@ -40,10 +46,14 @@ pub struct Counters {
     pub done: AtomicUsize,
     /// Requests in flight now.
     pub in_flight: AtomicUsize,
-    /// Highest `in_flight` seen.
-    pub peak: AtomicUsize,
     /// Requests that failed.
     pub errors: AtomicUsize,
+    /// Requests the client abandoned on purpose (`--disconnect`).
+    pub abandoned: AtomicUsize,
+    /// Requests taken up.
+    pub sent: AtomicUsize,
+    /// Connections opened.
+    pub connections: AtomicUsize,
     /// Set when the run is over.
     pub finished: AtomicBool,
 }
@@ -89,12 +99,16 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
         };
         servers.push(server);
     }
+    let (clock, wall) = (Instant::now(), std::time::SystemTime::now());
+    let start_unix_ns = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let run = Arc::new(Run {
         opts: opts.clone(),
         servers,
         counters,
         records: Mutex::new(Vec::new()),
-        clock: Instant::now(),
+        clock,
         warmup_end: opts.warmup,
         next_source: AtomicUsize::new(0),
         connecting: Semphore::new(MAX_CONNECTING),
@@ -114,7 +128,10 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
         .unwrap_or(run.warmup_end);
     Ok(Outcome {
         measured: last_end.saturating_sub(run.warmup_end),
-        peak_in_flight: run.counters.peak.load(Ordering::Relaxed),
+        peak_in_flight: crate::stats::peak_in_flight(&records),
+        start_unix_ns,
+        sent: run.counters.sent.load(Ordering::Relaxed),
+        connections: run.counters.connections.load(Ordering::Relaxed),
         records,
     })
 }
@@ -131,6 +148,9 @@ impl Run {
         self.connecting.wait();
         let conn = client::connect(server.target.addr, self.source(), self.opts.timeout);
         self.connecting.post();
+        if conn.is_ok() {
+            self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        }
         conn
     }
 
@@ -152,17 +172,19 @@ impl Run {
     ) -> Option<Connection> {
         let server = &self.servers[target as usize];
         let request = self.request_bytes(server, index);
+        let abandon = workload::abandon_point(self.opts.seed, index, self.opts.disconnect);
         let now = self.clock.elapsed();
         let mut rec = Record {
             target,
             warmup: intended < self.warmup_end,
+            began: now,
             intended,
             sent: now,
             ..Record::default()
         };
         let c = &self.counters;
-        let in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        c.peak.fetch_max(in_flight, Ordering::Relaxed);
+        c.sent.fetch_add(1, Ordering::Relaxed);
+        c.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut conn = match conn {
             Some(conn) => Some(conn),
             None => match self.connect(server) {
@@ -177,7 +199,8 @@ impl Run {
         let mut keep = false;
         if let Some(c) = conn.as_mut() {
             let reused = c.is_reused();
-            keep = client::exchange(c, &request, self.clock, self.opts.timeout, &mut rec);
+            let timeout = self.opts.timeout;
+            keep = client::exchange(c, &request, self.clock, timeout, abandon, &mut rec);
             // A kept-alive connection the server closed while idle fails before any byte comes back (uvicorn
             // closes after 5 s): that is not the request's fault, so it is sent once more on a new connection.
             if reused && rec.failure == Some(Failure::Io) && rec.bytes == 0 {
@@ -185,7 +208,7 @@ impl Run {
                 rec.failure = Some(Failure::Connect);
                 if let Some(c) = conn.as_mut() {
                     rec.failure = None;
-                    keep = client::exchange(c, &request, self.clock, self.opts.timeout, &mut rec);
+                    keep = client::exchange(c, &request, self.clock, timeout, abandon, &mut rec);
                 }
             }
         }
@@ -193,6 +216,9 @@ impl Run {
         c.done.fetch_add(1, Ordering::Relaxed);
         if rec.failure.is_some() {
             c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if rec.abandoned {
+            c.abandoned.fetch_add(1, Ordering::Relaxed);
         }
         if let Ok(mut records) = self.records.lock() {
             records.push(rec);

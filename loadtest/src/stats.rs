@@ -175,6 +175,10 @@ pub fn timeline(records: &[Record], target: u8) -> Timeline {
     let at = |d: std::time::Duration| d.as_secs_f64() - start as f64;
     let (mut completed, mut failed, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
     for rec in measured() {
+        if rec.abandoned {
+            // Neither completed nor failed; its partial tokens are not output anyone used.
+            continue;
+        }
         if rec.failure.is_some() {
             failed.push((at(rec.end), 1.0));
             continue;
@@ -204,6 +208,32 @@ pub fn timeline(records: &[Record], target: u8) -> Timeline {
         failed,
         output_tokens,
     }
+}
+
+/// Most requests in flight at once: the deepest overlap of the records' `[began, end]` intervals (warm-up
+/// and every target included, as the live in-flight counter counts them). A request that ends at the very
+/// nanosecond another begins does not overlap it. Exact over any set of records on one time base, so the
+/// same function serves one run and the merge of several (`merge.rs` shifts them onto a common clock).
+pub fn peak_in_flight(records: &[Record]) -> usize {
+    let mut edges: Vec<(std::time::Duration, bool)> = Vec::with_capacity(records.len() * 2);
+    // Half-open intervals: one of no length is in flight at no instant (and would otherwise have its end
+    // sorted before its own begin).
+    for rec in records.iter().filter(|r| r.end > r.began) {
+        edges.push((rec.began, true));
+        edges.push((rec.end, false));
+    }
+    // Ends sort before begins at the same instant (`false < true`).
+    edges.sort_unstable();
+    let (mut now, mut peak) = (0usize, 0usize);
+    for (_, begins) in edges {
+        if begins {
+            now += 1;
+            peak = peak.max(now);
+        } else {
+            now = now.saturating_sub(1);
+        }
+    }
+    peak
 }
 
 #[cfg(test)]
@@ -327,6 +357,41 @@ mod tests {
     #[test]
     fn per_second_of_nothing_is_empty() {
         assert!(per_second(&[]).is_empty());
+    }
+
+    #[test]
+    fn peak_in_flight_is_the_deepest_overlap() {
+        let span = |b: u64, e: u64| Record {
+            began: Duration::from_millis(b),
+            end: Duration::from_millis(e),
+            ..Record::default()
+        };
+        assert_eq!(peak_in_flight(&[]), 0);
+        assert_eq!(peak_in_flight(&[span(0, 10)]), 1);
+        // 0..10, 5..15, 8..9 overlap at 8; 10..20 starts as the first ends.
+        let records = [span(0, 10), span(5, 15), span(8, 9), span(10, 20)];
+        assert_eq!(peak_in_flight(&records), 3);
+        assert_eq!(peak_in_flight(&[span(0, 10), span(10, 20)]), 1, "touching");
+        assert_eq!(
+            peak_in_flight(&[span(5, 5), span(5, 5), span(0, 10)]),
+            1,
+            "empty"
+        );
+    }
+
+    #[test]
+    fn abandoned_requests_are_not_in_the_timeline() {
+        let gone = Record {
+            sent: Duration::from_secs(1),
+            end: Duration::from_secs(2),
+            output_tokens: 9,
+            abandoned: true,
+            ..Record::default()
+        };
+        let t = timeline(&[gone], 0);
+        assert_eq!(t.completed.iter().sum::<f64>(), 0.0);
+        assert_eq!(t.failed.iter().sum::<f64>(), 0.0);
+        assert_eq!(t.output_tokens.iter().sum::<f64>(), 0.0);
     }
 
     #[test]

@@ -90,6 +90,28 @@ pub fn schedule(rate: f64, arrival: Arrival, count: usize, rng: &mut Rng) -> Vec
     out
 }
 
+/// `--disconnect`: the abandon point is drawn from `0..=DISCONNECT_MAX_EVENTS`, counted in [`abandon_point`]'s
+/// units. 16 covers a short chat stream (standin's echo of "Hello": head, role, 13 content events, then
+/// finish, usage and `[DONE]`); a point past the end of a shorter answer means the client stayed to the end.
+pub const DISCONNECT_MAX_EVENTS: u64 = 16;
+
+/// Mixed into the seed for disconnect draws, so they are independent of the bodies drawn from the same index.
+const DISCONNECT_SALT: u64 = 0xd15c_0de5_ab4d_0e11;
+
+/// Whether request `index` is abandoned under `--disconnect probability`, and where: `Some(k)` means the
+/// client hangs up as soon as it has seen `k` milestones and would have to wait for more, where the head
+/// counts 1 and each SSE event 1 more (so 0 = right after sending, before the head; 1 = after the head;
+/// 1 + n = after the n-th event). A response that is complete by then is not abandoned. Deterministic in
+/// `(seed, index)`, so both servers of a comparison are abandoned alike.
+pub fn abandon_point(seed: u64, index: usize, probability: f64) -> Option<u32> {
+    if probability <= 0.0 {
+        return None;
+    }
+    let mut rng =
+        Rng::new(seed ^ DISCONNECT_SALT ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    (rng.unit() < probability).then(|| rng.range(0, DISCONNECT_MAX_EVENTS) as u32)
+}
+
 /// Where prompts come from.
 #[derive(Debug, Clone)]
 pub enum Prompts {
@@ -202,6 +224,22 @@ mod tests {
         // Gamma's coefficient of variation is 1/sqrt(k).
         assert!((cv(1.0) - 1.0).abs() < 0.05);
         assert!((cv(4.0) - 0.5).abs() < 0.05);
+    }
+
+    #[test]
+    fn abandon_points_are_seeded_and_spread() {
+        assert_eq!(abandon_point(1, 5, 0.0), None);
+        let draws: Vec<Option<u32>> = (0..20_000).map(|i| abandon_point(7, i, 0.05)).collect();
+        let again: Vec<Option<u32>> = (0..20_000).map(|i| abandon_point(7, i, 0.05)).collect();
+        assert_eq!(draws, again);
+        let other: Vec<Option<u32>> = (0..20_000).map(|i| abandon_point(8, i, 0.05)).collect();
+        assert_ne!(draws, other);
+        let hit: Vec<u32> = draws.iter().flatten().copied().collect();
+        // 5 % of 20,000 is 1,000; the binomial standard deviation is about 31.
+        assert!((880..1120).contains(&hit.len()), "{}", hit.len());
+        assert!(hit.iter().all(|&k| u64::from(k) <= DISCONNECT_MAX_EVENTS));
+        assert!(hit.contains(&0) && hit.contains(&(DISCONNECT_MAX_EVENTS as u32)));
+        assert!((0..100).all(|i| abandon_point(3, i, 1.0).is_some()));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! and checked. Against scripted fake servers (`support::fake`): every failure kind is counted under its
 //! own key and kept out of the latencies, a well-formed stream is measured right, and chunked framing
 //! split anywhere still parses. Against the real `standin` server: closed and open loop, streaming,
-//! `--compare`, `--prompt-file`, `--sources`, `--svg`, and usage errors.
+//! `--compare`, `--prompt-file`, `--sources`, `--svg`, and usage errors. Raw files and `merge`: two
+//! instances merged into one report whose percentiles are those of the union of their raw samples, one
+//! file merged into its own run's report, incompatible or cut files refused. `--disconnect`: hang-ups
+//! counted as abandoned (not errors, not in latencies), and in agreement with the server's `/metrics`.
 //!
 //! One test binary (STYLE.md, Testing): helpers live in `tests/support/`, not in `tests/*.rs`.
 
@@ -10,12 +13,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use support::fake::{self, FakeServer, Step, TOKENS};
-use support::{assert_clean, count, errors, load, load_at, number, path_str, run_raw};
+use support::{assert_clean, check_report, count, errors, load, load_at, load_env, number};
+use support::{numpy_percentile, path_str, raw_e2el_ms, read_raw, run_raw, Load};
 use support::{Scratch, Standin};
 
 /// Output tokens standin's echo model gives the default prompt "Hello":
@@ -445,7 +451,7 @@ fn usage_errors_exit_2() {
     let bad_jsonl = scratch.path("bad.jsonl");
     std::fs::write(&bad_jsonl, "{\"model\":\"m\"}\nnot json\n").expect("write");
     let missing = scratch.path("missing.jsonl");
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--bogus"], "unknown flag --bogus"),
         (&["--requests"], "--requests needs a value"),
         (&["--rate", "5", "--concurrency", "3"], "exclude each other"),
@@ -457,6 +463,10 @@ fn usage_errors_exit_2() {
             &["--url", "https://127.0.0.1:1", "--requests", "1"],
             "http://",
         ),
+        (&["--disconnect", "2"], "probability"),
+        (&["--instances", "3"], "--instance-index"),
+        (&["merge"], "at least one"),
+        (&["merge", path_str(&missing)], "missing.jsonl"),
     ];
     for (args, needle) in cases {
         let exit = run_raw(args);
@@ -469,4 +479,313 @@ fn usage_errors_exit_2() {
     let help = run_raw(&["--help"]);
     assert_eq!(help.code, Some(0), "{help:?}");
     assert!(help.stdout.contains("--prompt-file") && help.stdout.contains("--sources"));
+    assert!(help.stdout.contains("--raw") && help.stdout.contains("standin-load merge FILE"));
+    let merge_help = run_raw(&["merge", "--help"]);
+    assert_eq!(merge_help.code, Some(0), "{merge_help:?}");
+    assert!(merge_help.stdout.contains("union"), "{merge_help:?}");
+}
+
+/// Runs one harness instance of a merged test: `--raw` and `--json` into `scratch`, instance `index` of
+/// `instances` given by the flag (`by_env` false) or by `JOB_COMPLETION_INDEX` as a Kubernetes Indexed
+/// Job sets it (`by_env` true).
+fn instance(
+    url: &str,
+    scratch: &Scratch,
+    index: usize,
+    by_env: bool,
+    flags: &str,
+) -> (Load, PathBuf) {
+    let raw = scratch.path(&format!("raw-{index}.jsonl"));
+    let index_text = index.to_string();
+    let mut args = vec!["--url", url, "--raw", path_str(&raw), "--instances", "2"];
+    if !by_env {
+        args.extend(["--instance-index", &index_text]);
+    }
+    args.extend(flags.split_whitespace());
+    let env: &[(&str, &str)] = if by_env {
+        &[("JOB_COMPLETION_INDEX", &index_text)]
+    } else {
+        &[]
+    };
+    (load_env(&args, env), raw)
+}
+
+/// The number after `"key": ` in a JSON text, parsed by `str::parse` (correctly rounded, so a float the
+/// harness printed comes back bit for bit).
+fn exact_number(json_text: &str, key: &str) -> f64 {
+    let start = json_text
+        .find(&format!("\"{key}\": "))
+        .unwrap_or_else(|| panic!("no {key} in {json_text}"))
+        + key.len()
+        + 4;
+    let end = json_text[start..]
+        .find([',', '\n', '}'])
+        .map_or(json_text.len(), |e| start + e);
+    json_text[start..end].trim().parse().expect("a number")
+}
+
+/// `standin-load merge ARGS` with `--json FILE` added; its exit and parsed report.
+fn merge(files: &[&Path], scratch: &Scratch) -> Load {
+    let json = scratch.path("merged.json");
+    let mut args = vec!["merge", "--json", path_str(&json)];
+    args.extend(files.iter().map(|p| path_str(p)));
+    let exit = run_raw(&args);
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("merge wrote no JSON ({e}): {exit:?}"));
+    let report: Value = serde_json::from_str(&text).expect("merged JSON");
+    check_report(&report);
+    Load { exit, report }
+}
+
+#[test]
+fn two_instances_merge_into_one_exact_report() {
+    let server = Standin::start();
+    let scratch = Scratch::new();
+    let url = server.url();
+    // Random prompt lengths give the echo answers of different lengths, so the E2ELs spread.
+    let flags = "--stream --requests 150 --concurrency 4 --warmup 0 --prompt-words 1:12 --seed 40";
+    let (a, b) = thread::scope(|s| {
+        let a = s.spawn(|| instance(&url, &scratch, 0, false, flags));
+        let b = s.spawn(|| instance(&url, &scratch, 1, true, flags));
+        (a.join().expect("instance 0"), b.join().expect("instance 1"))
+    });
+    let ((run_a, raw_a), (run_b, raw_b)) = (a, b);
+    assert_clean(&run_a, 150);
+    assert_clean(&run_b, 150);
+    let (lines_a, lines_b) = (read_raw(&raw_a), read_raw(&raw_b));
+    for (lines, index) in [(&lines_a, 0), (&lines_b, 1)] {
+        let h = &lines.header;
+        assert_eq!((count(h, "instance"), count(h, "seed")), (index, 40), "{h}");
+        assert_eq!(count(h, "effective_seed"), 40 + index, "seed + index: {h}");
+        assert_eq!(h["url"].as_str(), Some(url.as_str()));
+        assert_eq!(count(&lines.trailer, "sent"), 150);
+    }
+
+    let merged = merge(&[&raw_a, &raw_b], &scratch);
+    let m = &merged.report;
+    let merged_text = std::fs::read_to_string(scratch.path("merged.json")).expect("merged JSON");
+    assert_eq!(merged.exit.code, Some(0), "{:?}", merged.exit);
+    assert!(
+        !merged.exit.stderr.contains("warning"),
+        "{}",
+        merged.exit.stderr
+    );
+    assert_eq!(
+        count(m, "completed"),
+        count(&run_a.report, "completed") + 150
+    );
+    assert_eq!(count(m, "completed"), 300);
+    for key in ["total_output_tokens", "total_input_tokens", "itl_samples"] {
+        let sum = count(&run_a.report, key) + count(&run_b.report, key);
+        assert_eq!(count(m, key), sum, "{key}");
+    }
+    assert_eq!(m["seeds"], json!([40, 41]));
+    assert_eq!((count(m, "instances"), count(m, "requests_sent")), (2, 300));
+    assert_eq!(m["mode"], "closed c=4, 2 instances");
+    // The window covers both runs; they overlapped, so the merged peak exceeds either one's.
+    let longest = number(&run_a.report, "duration").max(number(&run_b.report, "duration"));
+    assert!(number(m, "duration") >= longest, "{m:#}");
+    let peaks = [&run_a.report, &run_b.report].map(|r| count(r, "peak_in_flight"));
+    assert!(peaks.iter().all(|&p| p <= 4), "{peaks:?}");
+    assert!(
+        (peaks[0].max(peaks[1])..=8).contains(&count(m, "peak_in_flight")),
+        "{peaks:?} {m:#}"
+    );
+
+    // Exactness: the merged percentiles are numpy's over the union of both files' raw samples.
+    let mut union = raw_e2el_ms(&lines_a.records);
+    union.extend(raw_e2el_ms(&lines_b.records));
+    union.sort_by(f64::total_cmp);
+    assert_eq!(union.len(), 300);
+    assert_eq!(count(m, "e2el_samples"), 300);
+    for (key, p) in [
+        ("p50_e2el_ms", 50.0),
+        ("p99_e2el_ms", 99.0),
+        ("p90_e2el_ms", 90.0),
+    ] {
+        // Read with std's correctly rounded parser: serde_json's default one may be an ulp off.
+        assert_eq!(
+            exact_number(&merged_text, key),
+            numpy_percentile(&union, p),
+            "{key}"
+        );
+    }
+    let mean = union.iter().sum::<f64>() / union.len() as f64;
+    assert!(
+        (number(m, "mean_e2el_ms") - mean).abs() <= 1e-9 * mean,
+        "{m:#}"
+    );
+    // A directory stands for its *.jsonl files (for images without a shell): the same report.
+    let by_dir = merge(&[scratch.path("").as_path()], &scratch);
+    assert_eq!(by_dir.report["p99_e2el_ms"], m["p99_e2el_ms"]);
+    assert_eq!(
+        by_dir.report["merged_files"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // Not an average of the two runs' percentiles (which would be a different number here).
+    let averaged =
+        (number(&run_a.report, "p99_e2el_ms") + number(&run_b.report, "p99_e2el_ms")) / 2.0;
+    assert_ne!(number(m, "p99_e2el_ms"), averaged, "{m:#}");
+}
+
+#[test]
+fn merging_one_raw_file_reproduces_the_run_report() {
+    let server = Standin::start();
+    let scratch = Scratch::new();
+    let raw = scratch.path("raw.jsonl");
+    let url = server.url();
+    let run = load(&[
+        "--url",
+        &url,
+        "--stream",
+        "--rate",
+        "256",
+        "--arrival",
+        "constant",
+        "--requests",
+        "120",
+        "--warmup",
+        "0.125",
+        "--raw",
+        path_str(&raw),
+    ]);
+    // Open loop with a warm-up (binary fractions: exactly 32 warm-up slots), so the window, the _co
+    // figures and the warm-up count all go through the raw file too.
+    assert_clean(&run, 120);
+    assert_eq!(count(&run.report, "warmup"), 32);
+    let merged = merge(&[&raw], &scratch);
+    assert_eq!(merged.exit.code, Some(0), "{:?}", merged.exit);
+    let single = run.report.as_object().expect("object");
+    for (key, value) in single {
+        assert_eq!(&merged.report[key], value, "{key}");
+    }
+    assert_eq!(count(&merged.report, "e2el_co_samples"), 120);
+}
+
+#[test]
+fn merge_refuses_incompatible_and_cut_files() {
+    let server = FakeServer::start(|_| fake::good_json(3));
+    let scratch = Scratch::new();
+    let url = server.url();
+    let raw = |name: &str, stream: bool| {
+        let path = scratch.path(name);
+        let mut args = vec!["--url", &url, "--requests", "5", "--warmup", "0"];
+        args.extend(["--raw", path_str(&path)]);
+        if stream {
+            args.push("--stream");
+        }
+        run_raw(&args);
+        path
+    };
+    let (plain, streamed) = (raw("plain.jsonl", false), raw("stream.jsonl", true));
+    let exit = run_raw(&["merge", path_str(&plain), path_str(&streamed)]);
+    assert_eq!(exit.code, Some(2), "{exit:?}");
+    assert!(
+        exit.stderr.contains("not compatible") && exit.stderr.contains("stream"),
+        "{exit:?}"
+    );
+
+    let text = std::fs::read_to_string(&plain).expect("raw");
+    let cut = scratch.path("cut.jsonl");
+    let kept: Vec<&str> = text.lines().take(3).collect();
+    std::fs::write(&cut, kept.join("\n")).expect("write");
+    let exit = run_raw(&["merge", path_str(&cut)]);
+    assert_eq!(exit.code, Some(2), "{exit:?}");
+    assert!(exit.stderr.contains("no trailer"), "{exit:?}");
+
+    // The same file twice: merged (the counts double) but warned about, since the same work was sent twice.
+    let twice = merge(&[&plain, &plain], &scratch);
+    assert_eq!(count(&twice.report, "completed"), 10);
+    assert!(twice.exit.stderr.contains("same seed"), "{:?}", twice.exit);
+}
+
+#[test]
+fn disconnects_are_counted_as_abandoned_not_as_errors() {
+    // 20 ms between content events: a hang-up drawn mid-stream has time to happen.
+    let server = FakeServer::start(|_| fake::good_stream(Duration::from_millis(20)));
+    let scratch = Scratch::new();
+    let raw = scratch.path("raw.jsonl");
+    let url = server.url();
+    let run = load(&[
+        "--url",
+        &url,
+        "--stream",
+        "--disconnect",
+        "0.6",
+        "--seed",
+        "5",
+        "--requests",
+        "40",
+        "--concurrency",
+        "4",
+        "--warmup",
+        "0",
+        "--raw",
+        path_str(&raw),
+    ]);
+    let r = &run.report;
+    assert_eq!(run.exit.code, Some(0), "{:?}", run.exit);
+    assert!(errors(r).is_empty(), "abandoned is not an error: {r:#}");
+    let (completed, abandoned) = (count(r, "completed"), count(r, "abandoned"));
+    assert_eq!(completed + abandoned, 40, "{r:#}");
+    assert!(abandoned >= 5 && completed >= 5, "{r:#}");
+    // Only whole answers reach the figures.
+    assert_eq!(count(r, "total_output_tokens"), completed * TOKENS);
+    assert_eq!(count(r, "itl_samples"), completed * (TOKENS - 1));
+    let line = format!("{completed} completed, 0 failed, {abandoned} abandoned by the client");
+    assert!(run.exit.stdout.contains(&line), "{}", run.exit.stdout);
+    let lines = read_raw(&raw);
+    let marked = lines.records.iter().filter(|l| l["a"] == true).count() as u64;
+    assert_eq!(marked, abandoned);
+    assert!(lines.records.iter().all(|l| l.get("f").is_none()));
+    assert_eq!(count(&lines.trailer, "sent"), 40);
+}
+
+#[test]
+fn disconnects_against_standin_match_its_metrics() {
+    // Paced streams, so hang-ups land mid-stream; the server sees each at its next write.
+    let server = Standin::start_with(&["--itl-ms", "25"]);
+    let run = load_at(
+        &server.url(),
+        "--stream --disconnect 0.4 --seed 9 --requests 60 --concurrency 6 --warmup 0",
+    );
+    let r = &run.report;
+    assert_eq!(run.exit.code, Some(0), "{:?}", run.exit);
+    let (completed, abandoned) = (count(r, "completed"), count(r, "abandoned"));
+    assert_eq!(
+        (completed + abandoned, count(r, "failed")),
+        (60, 0),
+        "{r:#}"
+    );
+    assert!(abandoned > 0, "{r:#}");
+    // The server notices the last hang-ups at its next write: wait until no generation runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = server.metrics();
+        let running = metrics["vllm:num_requests_running{model_name=\"mock-gpt-model\"}"];
+        if running == 0.0 || Instant::now() > deadline {
+            break metrics;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let get = |series: &str| metrics.get(series).copied().unwrap_or(f64::NAN) as u64;
+    // Every request reached the server once (this scrape's own response is not in its own numbers)…
+    assert_eq!(
+        get("standin_http_responses_total{class=\"2xx\"}"),
+        60,
+        "{metrics:?}"
+    );
+    // …and it finished the completed ones. A client that stalled past the server's last write after
+    // deciding to hang up would make the server count one more: allowed, never fewer.
+    let success =
+        get("vllm:request_success_total{model_name=\"mock-gpt-model\",finished_reason=\"stop\"}");
+    assert!(
+        (completed..=completed + abandoned).contains(&success),
+        "server finished {success}, client completed {completed}: {metrics:?}"
+    );
+    assert_eq!(
+        get("standin_connections_open"),
+        1,
+        "only this scrape's: {metrics:?}"
+    );
 }

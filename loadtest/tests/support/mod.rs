@@ -79,7 +79,16 @@ pub struct Load {
 
 /// Runs `standin-load ARGS` to completion (killing it after [`RUN_TIMEOUT`]), with no flags added.
 pub fn run_raw(args: &[&str]) -> Exit {
-    let mut child = Command::new(LOAD_BIN)
+    run_raw_env(args, &[])
+}
+
+/// [`run_raw`] with environment variables set for the child (`JOB_COMPLETION_INDEX` is always cleared
+/// first, so a test run inside a Kubernetes Indexed Job is not confused by the real one).
+pub fn run_raw_env(args: &[&str], env: &[(&str, &str)]) -> Exit {
+    let mut cmd = Command::new(LOAD_BIN);
+    cmd.env_remove("JOB_COMPLETION_INDEX");
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -113,11 +122,16 @@ pub fn run_raw(args: &[&str]) -> Exit {
 /// Runs `standin-load --quiet --workers 2 --json FILE ARGS`, parses the report and checks
 /// [`check_report`]. `ARGS` come last, so they may override the defaults.
 pub fn load(args: &[&str]) -> Load {
+    load_env(args, &[])
+}
+
+/// [`load`] with environment variables set for the harness.
+pub fn load_env(args: &[&str], env: &[(&str, &str)]) -> Load {
     let scratch = Scratch::new();
     let json = scratch.path("report.json");
     let mut full = vec!["--quiet", "--workers", WORKERS, "--json", path_str(&json)];
     full.extend_from_slice(args);
-    let exit = run_raw(&full);
+    let exit = run_raw_env(&full, env);
     let text = std::fs::read_to_string(&json)
         .unwrap_or_else(|e| panic!("no JSON report from {args:?} ({e}): {exit:?}"));
     let report: Value =
@@ -187,6 +201,72 @@ pub fn count(doc: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} is not an integer in {doc:#}"))
 }
 
+/// `np.percentile(sorted, p)` (method "linear"), written out again here from numpy's source rather than
+/// borrowed from the harness, so the merge test checks the harness against an independent copy.
+pub fn numpy_percentile(sorted: &[f64], p: f64) -> f64 {
+    let n = sorted.len();
+    assert!(n > 0, "percentile of nothing");
+    let index = (n - 1) as f64 * (p / 100.0);
+    let below = index.floor();
+    let t = index - below;
+    let (a, b) = (
+        sorted[below as usize],
+        sorted[(below as usize + 1).min(n - 1)],
+    );
+    // numpy's `_lerp`: a + (b - a) t, or from b's side when t >= 0.5.
+    let diff = b - a;
+    if t >= 0.5 {
+        b - diff * (1.0 - t)
+    } else {
+        a + diff * t
+    }
+}
+
+/// A `--raw` file: its header, its record lines, its trailer, each as parsed JSON.
+pub struct RawLines {
+    /// The first line.
+    pub header: Value,
+    /// Every record line.
+    pub records: Vec<Value>,
+    /// The last line.
+    pub trailer: Value,
+}
+
+/// Reads a `--raw` file line by line with plain JSON parsing (not the harness's reader).
+pub fn read_raw(path: &Path) -> RawLines {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(lines.len() >= 2, "header and trailer at least");
+    let trailer = lines.pop().expect("trailer");
+    let header = lines.remove(0);
+    assert_eq!(header["format"], "standin-load-raw", "{header}");
+    assert_eq!(trailer["trailer"], true, "{trailer}");
+    assert_eq!(trailer["records"].as_u64(), Some(lines.len() as u64));
+    RawLines {
+        header,
+        records: lines,
+        trailer,
+    }
+}
+
+/// E2EL in milliseconds of every raw record that counts in latencies (target 0, not warm-up, not failed,
+/// not abandoned), recomputed from the documented keys: the last token (`l`, else the end `e`) after `s`.
+pub fn raw_e2el_ms(records: &[Value]) -> Vec<f64> {
+    records
+        .iter()
+        .filter(|r| r.get("t").is_none() && r.get("w").is_none())
+        .filter(|r| r.get("f").is_none() && r.get("a").is_none())
+        .map(|r| {
+            let ns = r.get("l").unwrap_or(&r["e"]).as_i64().expect("ns");
+            ns as f64 / 1e6
+        })
+        .collect()
+}
+
 /// A numeric field of a report.
 pub fn number(doc: &Value, key: &str) -> f64 {
     doc[key]
@@ -213,9 +293,15 @@ pub struct Standin {
 impl Standin {
     /// Starts `standin --listen 127.0.0.1:0 --quiet` and waits for `standin listening on http://ADDR`.
     pub fn start() -> Standin {
+        Standin::start_with(&[])
+    }
+
+    /// [`Standin::start`] with more flags, e.g. `--itl-ms 20`.
+    pub fn start_with(extra: &[&str]) -> Standin {
         let bin = standin_bin();
         let mut cmd = Command::new(&bin);
         cmd.args(["--listen", "127.0.0.1:0", "--quiet", "--workers", WORKERS]);
+        cmd.args(extra);
         // The server reads STANDIN_* settings from the environment; the tests want its defaults.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("STANDIN_") {
@@ -255,6 +341,25 @@ impl Standin {
     /// `http://ADDR`, for `--url` and `--compare`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `GET /metrics`, as `series → value` (`name{labels}` exactly as written); panics on any error.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(self.addr).expect("connect for /metrics");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).expect("send /metrics");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read /metrics");
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(series, value)| Some((series.to_string(), value.parse().ok()?)))
+            .collect()
     }
 }
 
