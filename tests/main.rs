@@ -19,6 +19,8 @@ mod cors;
 mod faults;
 #[path = "suite/framing.rs"]
 mod framing;
+#[path = "suite/fuzz_regressions.rs"]
+mod fuzz_regressions;
 #[path = "suite/hostile.rs"]
 mod hostile;
 #[path = "suite/lifecycle.rs"]

@@ -178,7 +178,12 @@ impl StreamFixer {
     /// The fast path: a chunk that already follows the spec is only read through borrowed views (no
     /// `Value` tree), counted and forwarded byte for byte. `false`: the chunk needs the full repair path.
     fn pass_through(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
-        let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(data) else {
+        // Valid UTF-8 first: the view skips fields it does not read, so it would not notice bad bytes in
+        // them, and this path forwards the bytes as they are.
+        let Ok(text) = std::str::from_utf8(data) else {
+            return false;
+        };
+        let Ok(view) = serde_json::from_str::<ChunkView<'_>>(text) else {
             return false;
         };
         let object_ok = view.object.is_some_and(|o| !o.is_empty());

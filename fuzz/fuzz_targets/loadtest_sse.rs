@@ -1,0 +1,7 @@
+//! Fuzz target `loadtest_sse`. The assertions live in [`standin_fuzz::loadtest::sse`], shared with the
+//! `fuzz_regressions` integration test, so every corpus file is also a regression test.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| standin_fuzz::loadtest::sse(data));

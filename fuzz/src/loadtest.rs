@@ -1,0 +1,86 @@
+//! The load-test harness's response side (`loadtest/src/sse.rs`, compiled here from its source because
+//! `standin-load` is binary-only): head parsing, the body decoder and the SSE event splitter.
+
+#[allow(dead_code)]
+#[path = "../../loadtest/src/sse.rs"]
+mod harness;
+
+use harness::{BodyDecoder, Framing, Progress};
+
+/// Pseudo-random choices from the input (FNV-1a), as in [`crate::checks`].
+fn knob(data: &[u8], salt: u64) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ salt;
+    for &b in data {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Every event's data after feeding `parts` in order, as the client does (a buffer keeps partial events).
+fn events(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    for part in parts {
+        buf.extend_from_slice(part);
+        let before = seen.len();
+        let n = harness::drain_events(&mut buf, |data| seen.push(data.to_vec()));
+        assert_eq!(n, seen.len() - before, "drain_events miscounts");
+    }
+    seen
+}
+
+/// A body decoder's result over `parts`: body bytes, bytes consumed, done.
+fn decode(framing: Framing, parts: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), harness::Malformed> {
+    let mut decoder = BodyDecoder::new(framing);
+    let mut out = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut consumed = 0;
+    for part in parts {
+        pending.extend_from_slice(part);
+        let (used, done) = match decoder.feed(&pending, &mut out)? {
+            Progress::More(used) => (used, false),
+            Progress::Done(used) => (used, true),
+        };
+        assert!(used <= pending.len());
+        pending.drain(..used);
+        consumed += used;
+        if done {
+            return Ok((out, consumed, true));
+        }
+    }
+    Ok((out, consumed, false))
+}
+
+/// The input as a response the harness reads: its head parses without panicking and lies inside the input;
+/// the body decodes the same whole and split in two, never to more bytes than given nor past a
+/// Content-Length; the SSE splitter yields the same events whatever the split.
+pub fn sse(data: &[u8]) {
+    let cut = (knob(data, 1) % (data.len() as u64 + 1)) as usize;
+    let (framing, body) = match harness::parse_head(data) {
+        Ok(Some(head)) => {
+            assert!(head.len <= data.len());
+            (head.framing, &data[head.len..])
+        }
+        Ok(None) | Err(_) => (Framing::Chunked, data),
+    };
+    let body_cut = cut.min(body.len());
+    let whole = decode(framing, &[body]);
+    let split = decode(framing, &[&body[..body_cut], &body[body_cut..]]);
+    crate::checks::same_outcome(&whole, &split);
+    if let Ok((out, consumed, _)) = &whole {
+        assert!(out.len() <= *consumed && *consumed <= body.len());
+        if let Framing::Length(n) = framing {
+            assert!(out.len() <= n);
+        }
+    }
+    let all = events(&[data]);
+    assert_eq!(
+        all,
+        events(&[&data[..cut], &data[cut..]]),
+        "events depend on the split"
+    );
+    if data.len() <= 512 {
+        let bytes: Vec<&[u8]> = data.chunks(1).collect();
+        assert_eq!(all, events(&bytes), "events differ when fed byte by byte");
+    }
+}
