@@ -61,24 +61,18 @@ pub fn run(cfg: &Config) -> std::io::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "standin listening on http://{addr}")?;
     stdout.flush()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            if tx.send(()).is_err() {
-                break;
-            }
-        }
-    });
-    // The first signal starts the drain.
-    let _ = rx.recv();
+    // The main thread waits for the signals itself: no extra thread (and its stack) for an idle server.
+    let _ = signals.forever().next();
     LIFECYCLE.start_draining();
     server::wake_accept(addr);
     let _ = accept.join();
     let deadline = Instant::now() + cfg.shutdown_timeout;
     while LIFECYCLE.active() > 0 && Instant::now() < deadline {
-        if rx.recv_timeout(Duration::from_millis(10)).is_ok() {
+        // A second signal ends the drain now.
+        if signals.pending().next().is_some() {
             break;
         }
+        std::thread::sleep(Duration::from_millis(10));
     }
     app.shutdown();
     Ok(())

@@ -17,7 +17,10 @@ fn paced_stream(server: &Server, itl_ms: u32) -> TcpStream {
         .unwrap();
     let itl = itl_ms.to_string();
     stream
-        .write_all(&chat(&stream_body("hi"), &[("x-standin-itl-ms", &itl)]))
+        .write_all(&chat(
+            &stream_body("hi"),
+            &[("x-standin-itl-ms", &itl), ("connection", "close")],
+        ))
         .unwrap();
     // Wait for the head, so the request is surely in flight before the signal.
     let mut buf = [0u8; 4096];
