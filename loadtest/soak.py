@@ -29,11 +29,13 @@ Checks (exit status 1 if any fails):
   streams of a 10-minute soak (45 MB) would exceed it;
 - client, from the raw file (warm-up included): completed + failed + abandoned == sent, and one record per request
   sent; no failed request;
-- server, /metrics deltas over the soak against the raw file: 2xx responses == requests sent (each reached the
-  server exactly once; the scrapes' own responses are subtracted), no other status class, finished generations
-  (vllm:request_success_total) == completed streams (an abandoned stream never finishes: the client resets the
-  connection, so the server's next write fails), accepted connections == connections the harness opened (plus
-  the scrapes'), and after settling no generation running and only the scrape's connection open.
+- server, /metrics deltas over the soak against the raw file (the scrapes' own responses subtracted):
+  sent - abandoned <= 2xx responses <= sent (a request reaches the server at most once; one abandoned before the
+  server read it leaves no response), no other status class, completed <= finished generations
+  (vllm:request_success_total) <= completed + abandoned (every completed stream finished on the server; a client
+  that hangs up after the last events were written leaves a generation the server counts as finished),
+  accepted connections == connections the harness opened, and after settling no generation running and only
+  the scrape's connection open.
 
 The raw file takes about 330 bytes a completed stream (some 1.5 GB for 10 minutes at 10,000 streams); it is
 written to a temporary directory and removed, unless --keep DIR. Only the standard library is used.
@@ -256,11 +258,17 @@ def main():
     # A drawn hang-up point past the end of a 13-token echo (2 of the 17 points) is a completed stream.
     check("client: abandoned requests", counts["abandoned"], round(sent * args.disconnect * 15 / 17),
           counts["abandoned"] > 0 or args.disconnect == 0, "> 0 (about P x 15/17 of sent)")
-    check("server: 2xx responses vs sent", d2xx, sent - connect_failures, d2xx == sent - connect_failures,
-          "equal (scrapes excluded)")
+    # A client that hangs up before the server read its request leaves no response behind; nothing can be
+    # answered twice. So: sent - abandoned <= 2xx <= sent.
+    reached = sent - connect_failures
+    check("server: 2xx responses vs sent", d2xx, reached,
+          reached - counts["abandoned"] <= d2xx <= reached, "sent - abandoned <= value <= sent (scrapes excluded)")
     check("server: other status classes", other, 0, other == 0, "0")
+    # Every completed stream was finished by the server; a stream the client abandoned after its last event
+    # was already written (finish, usage and [DONE] go out together) is finished on the server's side too.
     check("server: finished generations vs completed", successes, counts["completed"],
-          successes == counts["completed"], "equal")
+          counts["completed"] <= successes <= counts["completed"] + counts["abandoned"],
+          "completed <= value <= completed + abandoned")
     check("server: connections accepted vs opened", connections, trailer["connections"],
           connections == trailer["connections"], "equal (scrapes excluded)")
     check("server: generations running after settling", gauge(final, "vllm:num_requests_running"), 0,
