@@ -33,13 +33,7 @@ pub fn serve<H: Handler>(stream: TcpStream, handler: &H, limits: &Limits) {
     let _ = stream.set_nodelay(true);
     // A peer that stops reading is dropped after the idle timeout instead of pinning a coroutine forever.
     let _ = stream.set_write_timeout(Some(limits.idle_timeout));
-    let mut conn = Conn {
-        out: Output::new(stream),
-        rbuf: ReadBuf::default(),
-        spans: Vec::new(),
-        chunked_body: Vec::new(),
-        read_timeout: None,
-    };
+    let mut conn = Conn::new(stream);
     conn.run(handler, limits);
 }
 
@@ -49,13 +43,7 @@ pub fn serve<H: Handler>(stream: TcpStream, handler: &H, limits: &Limits) {
 pub fn refuse<H: Handler>(stream: TcpStream, handler: &H) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(REFUSE_LINGER));
-    let mut conn = Conn {
-        out: Output::new(stream),
-        rbuf: ReadBuf::default(),
-        spans: Vec::new(),
-        chunked_body: Vec::new(),
-        read_timeout: None,
-    };
+    let mut conn = Conn::new(stream);
     conn.fail(handler, HttpError::Overloaded, Instant::now());
     let _ = conn.out.stream.shutdown(std::net::Shutdown::Write);
     let deadline = Instant::now() + REFUSE_LINGER;
@@ -91,6 +79,16 @@ enum ReadEnd {
 }
 
 impl Conn {
+    fn new(stream: TcpStream) -> Self {
+        Conn {
+            out: Output::new(stream),
+            rbuf: ReadBuf::default(),
+            spans: Vec::new(),
+            chunked_body: Vec::new(),
+            read_timeout: None,
+        }
+    }
+
     fn run<H: Handler>(&mut self, handler: &H, limits: &Limits) {
         loop {
             // When the request's first byte arrived: the start of its access-log duration and of any pacing.

@@ -329,17 +329,7 @@ mod tests {
     use super::*;
     use crate::upstream::test_server::{read_request, serve};
 
-    const POST: Request<'static> = Request {
-        method: "POST",
-        host: "up.example",
-        path: "/v1/chat/completions",
-        headers: &[
-            ("authorization", "Bearer k"),
-            ("content-type", "application/json"),
-            ("Content-Length", "99"),
-        ],
-        body: b"{\"a\":1}",
-    };
+    use crate::upstream::request::tests::POST;
 
     fn quick() -> Timeouts {
         Timeouts {

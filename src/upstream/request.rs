@@ -81,10 +81,11 @@ impl Request<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const POST: Request<'static> = Request {
+    /// A request with every kind of header, shared with the client's tests.
+    pub(crate) const POST: Request<'static> = Request {
         method: "POST",
         host: "up.example",
         path: "/v1/chat/completions",

@@ -205,26 +205,11 @@ fn run_table(server: &Server, cases: &[Case]) {
     );
 }
 
-/// `standin_connections_open` from `/metrics` (the scrape's own connection included).
-fn open_connections(server: &Server) -> i64 {
-    let resp = server.send(&get("/metrics", &[]));
-    assert_eq!(resp.status, 200);
-    resp.text()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("standin_connections_open ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no standin_connections_open in\n{}", resp.text()))
-}
-
 /// Waits until only the scrape's own connection is open.
 fn assert_connections_drain(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let open = open_connections(server);
+        let open = server.open_connections();
         if open == 1 {
             return;
         }
@@ -1351,7 +1336,7 @@ fn smuggled_request_sent_later_is_not_answered() {
 #[test]
 fn chunked_body_cut_off_by_a_half_close_gets_no_answer() {
     let server = Server::start(&[]);
-    let baseline = open_connections(&server);
+    let baseline = server.open_connections();
     assert_eq!(baseline, 1);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();

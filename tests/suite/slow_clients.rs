@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::support::{assert_echo, chat, chat_body, get, Server};
+use crate::support::{assert_echo, chat, chat_body, Server};
 
 /// How many connections drip; fewer if the descriptor limit is tight (see `trickler_count`).
 const TRICKLERS: usize = 1000;
@@ -155,21 +155,6 @@ fn trickler_count() -> usize {
     n
 }
 
-/// `standin_connections_open` from `/metrics` (the scrape's own connection included).
-fn open_connections(server: &Server) -> i64 {
-    let resp = server.send(&get("/metrics", &[]));
-    assert_eq!(resp.status, 200);
-    resp.text()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("standin_connections_open ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no standin_connections_open in\n{}", resp.text()))
-}
-
 /// Polls `/metrics` until `done(open)` holds; panics after `timeout` with the last value.
 fn wait_for_connections(
     server: &Server,
@@ -179,7 +164,7 @@ fn wait_for_connections(
 ) -> i64 {
     let deadline = Instant::now() + timeout;
     loop {
-        let open = open_connections(server);
+        let open = server.open_connections();
         if done(open) {
             return open;
         }
@@ -234,7 +219,7 @@ fn trickling_heads_do_not_delay_a_normal_client() {
         busy.push(took);
         // And the metrics scrape, another normal request.
         let start = Instant::now();
-        assert!(open_connections(&server) > n as i64);
+        assert!(server.open_connections() > n as i64);
         let took = start.elapsed();
         assert!(took < NORMAL_BOUND, "a /metrics scrape took {took:?}");
         thread::sleep(Duration::from_millis(300));
@@ -281,7 +266,7 @@ fn trickling_heads_do_not_delay_a_normal_client() {
 fn trickling_heads_are_cut_at_the_header_timeout() {
     let n = trickler_count();
     let server = Server::start(&["--header-timeout-ms", "1000"]);
-    let baseline = open_connections(&server);
+    let baseline = server.open_connections();
     assert_eq!(baseline, 1, "only the scrape is open before the trickle");
 
     // Stop at 10 s at the latest; every trickler should be gone long before.

@@ -186,6 +186,21 @@ impl Server {
         Some(utime + stime)
     }
 
+    /// `standin_connections_open` from `/metrics` (the scrape's own connection included).
+    pub fn open_connections(&self) -> i64 {
+        let resp = self.send(&get("/metrics", &[]));
+        assert_eq!(resp.status, 200);
+        resp.text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("standin_connections_open ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no standin_connections_open in\n{}", resp.text()))
+    }
+
     /// Sends a signal by name (`TERM`, `INT`) with the system's `kill`.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
