@@ -222,7 +222,11 @@ def _serve(
                         break
                     time.sleep(0.1)
             if upstream is None:
-                code = proc.poll()
+                # Its output can end a moment before the process is reaped: give an exiting server that moment.
+                try:
+                    code = proc.wait(timeout=5) if not found else proc.poll()
+                except subprocess.TimeoutExpired:
+                    code = None
                 _stop(proc)
                 pumper.join(5)  # the last lines
                 tail = log_path.read_text("utf-8", "replace")[-4000:] if log_path.exists() else ""
