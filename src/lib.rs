@@ -10,6 +10,8 @@
 //!   [`faults`] injects failures by header; [`cors`] and [`ratelimit`] add CORS and per-key limits;
 //!   [`metrics`] serves Prometheus text; [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
 //! - [`upstream`]: client, pool, SSE parser, spec repairs and health for proxying to an OpenAI-compatible server.
+//! - [`probe`]: `standin probe`, the health check for images without a shell; [`pacing`] waits for tokens;
+//!   [`embeddings`] answers embeddings; [`ids`] makes request and completion ids; [`auth`] checks keys.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
