@@ -225,7 +225,7 @@ impl Relay {
         self.list_models && self.model_ids().iter().any(|m| m == id)
     }
 
-    /// The upstreams' own model ids (with `list_models`), fetched at most every [`MODEL_LIST_TTL`].
+    /// The upstreams' own model ids (with `list_models`), fetched at most every 30 s (`MODEL_LIST_TTL`).
     pub fn model_ids(&self) -> Vec<String> {
         if !self.list_models {
             return Vec::new();
