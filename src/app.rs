@@ -18,7 +18,7 @@ use crate::job::Job;
 use crate::legacy;
 use crate::log::AccessLog;
 use crate::metrics::METRICS;
-use crate::models::profile::Overrides;
+use crate::models::profile::{Overrides, Profile};
 use crate::models::Model;
 use crate::openai::{self, chat, completions, models, ApiError};
 use crate::pacing::Plan;
@@ -274,6 +274,12 @@ impl App {
             res.send(503, JSON, &[("retry-after", "1")]);
             return Ok(None);
         };
+        if overrides.ttft.is_some()
+            || overrides.itl.is_some()
+            || entry.profile != Profile::default()
+        {
+            res.want_arrival_stamps();
+        }
         let plan = Plan {
             profile: entry.profile,
             overrides,
@@ -384,6 +390,11 @@ fn header_number(req: &Request<'_>, name: &str, max: u64) -> Result<Option<u64>,
 }
 
 impl App {
+    /// Whether a model has a latency profile (its requests are timed from their arrival).
+    pub fn is_paced(&self) -> bool {
+        self.catalog.any_paced()
+    }
+
     /// Last words before the process exits: the buffered access log goes out.
     pub fn shutdown(&self) {
         if let Some(log) = &self.log {

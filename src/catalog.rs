@@ -148,6 +148,11 @@ impl Catalog {
         ids
     }
 
+    /// Whether any model has a latency profile, so its requests are timed.
+    pub fn any_paced(&self) -> bool {
+        self.entries.iter().any(|e| e.profile != Profile::default())
+    }
+
     /// The first model's name: labels the metrics and names errors before a model is known.
     pub fn first_name(&self) -> &str {
         &self.entries[0].name

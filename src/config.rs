@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::http::Limits;
+use crate::http::{ArrivalStamps, Limits};
 use crate::model_spec::{self, Defaults, ModelSpec};
 
 /// Address used when nothing says otherwise: loopback, the port the seed's tutorial uses.
@@ -303,6 +303,12 @@ pub const FLAGS: &[Flag] = &[
         value: Some("N"),
         default: "0",
         help: "requests answered at once past which new ones get 503; 0 = no limit",
+    },
+    Flag {
+        name: "arrival-stamps",
+        value: Some("MODE"),
+        default: "auto",
+        help: "count delays from the kernel's arrival stamp: on, off, auto (when delays are asked)",
     },
     Flag {
         name: "shutdown-timeout-ms",
@@ -618,6 +624,7 @@ fn apply(cfg: &mut Config, flag: &Flag, value: &str) -> Result<(), ConfigError> 
         "idle-timeout-ms" => limits.idle_timeout = millis(flag, value)?,
         "max-connections" => limits.max_connections = number(flag, value)?,
         "max-in-flight" => limits.max_in_flight = number(flag, value)?,
+        "arrival-stamps" => limits.arrival_stamps = stamps(flag, value)?,
         "shutdown-timeout-ms" => cfg.shutdown_timeout = millis(flag, value)?,
         "ttft-ms" => cfg.defaults.profile.ttft = decimal(flag, value, 1e-3)?,
         "itl-ms" => cfg.defaults.profile.itl = decimal(flag, value, 1e-3)?,
@@ -658,6 +665,18 @@ fn decimal(flag: &Flag, value: &str, unit: f64) -> Result<Duration, ConfigError>
                 flag.name
             ))
         })
+}
+
+fn stamps(flag: &Flag, value: &str) -> Result<ArrivalStamps, ConfigError> {
+    match value.trim() {
+        "on" => Ok(ArrivalStamps::Always),
+        "auto" => Ok(ArrivalStamps::OnRequest),
+        "off" => Ok(ArrivalStamps::Never),
+        _ => Err(ConfigError(format!(
+            "`--{}` wants on, off or auto, got `{value}`",
+            flag.name
+        ))),
+    }
 }
 
 fn switch(flag: &Flag, value: &str) -> Result<bool, ConfigError> {
@@ -913,6 +932,25 @@ mod tests {
             .fail_rates
             .is_empty());
         assert!(run(&["--fail-rate", "429=1.5"], &[]).is_err());
+    }
+
+    #[test]
+    fn arrival_stamps_take_a_mode() {
+        let mode =
+            |args: &[&str], env: &[(&str, &str)]| run(args, env).map(|c| c.limits.arrival_stamps);
+        assert_eq!(mode(&[], &[]).unwrap(), ArrivalStamps::OnRequest);
+        assert_eq!(
+            mode(&["--arrival-stamps", "on"], &[]).unwrap(),
+            ArrivalStamps::Always
+        );
+        assert_eq!(
+            mode(&["--arrival-stamps=off"], &[]).unwrap(),
+            ArrivalStamps::Never
+        );
+        let env = [("STANDIN_ARRIVAL_STAMPS", "on")];
+        assert_eq!(mode(&[], &env).unwrap(), ArrivalStamps::Always);
+        let err = mode(&["--arrival-stamps", "yes"], &[]).unwrap_err();
+        assert!(err.0.contains("on, off or auto"), "{}", err.0);
     }
 
     #[test]

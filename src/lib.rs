@@ -11,7 +11,8 @@
 //!   [`metrics`] serves Prometheus text; [`server`] binds and accepts; [`config`] reads flags, environment and file; [`log`] is the access log.
 //! - [`upstream`]: client, pool, SSE parser, spec repairs and health for proxying to an OpenAI-compatible server.
 //! - [`probe`]: `standin probe`, the health check for images without a shell; [`pacing`] waits for tokens;
-//!   [`embeddings`] answers embeddings; [`ids`] makes request and completion ids; [`auth`] checks keys.
+//!   [`embeddings`] answers embeddings; [`ids`] makes request and completion ids; [`auth`] checks keys;
+//!   [`reclaim`] gives freed heap back to the OS once the server is quiet.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -37,6 +38,7 @@ pub mod openai;
 pub mod pacing;
 pub mod probe;
 pub mod ratelimit;
+pub mod reclaim;
 pub mod server;
 pub mod upstream;
 
@@ -49,6 +51,7 @@ use signal_hook::iterator::Signals;
 
 use config::Config;
 use http::lifecycle::LIFECYCLE;
+use http::ArrivalStamps;
 
 /// Starts the server described by `cfg`, prints the listening line, and serves until SIGTERM or SIGINT;
 /// then drains: stops accepting, lets requests and streams in flight finish for up to `shutdown_timeout`,
@@ -59,7 +62,13 @@ pub fn run(cfg: &Config) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let app = Arc::new(app::App::new(cfg));
-    let accept = server::serve(listener, Arc::clone(&app), cfg.limits.clone())?;
+    let mut limits = cfg.limits.clone();
+    if limits.arrival_stamps == ArrivalStamps::OnRequest && app.is_paced() {
+        // A model with a latency profile: every request is timed, so every connection is stamped.
+        limits.arrival_stamps = ArrivalStamps::Always;
+    }
+    let accept = server::serve(listener, Arc::clone(&app), limits)?;
+    reclaim::start()?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "standin listening on http://{addr}")?;
     stdout.flush()?;

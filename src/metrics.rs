@@ -185,6 +185,16 @@ impl Metrics {
         self.itl.observe(gap);
     }
 
+    /// Grows with every connection accepted and every response: unchanged means nothing happened.
+    pub fn activity(&self) -> u64 {
+        let responses: u64 = self
+            .responses
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        responses + self.connections_total.load(Ordering::Relaxed)
+    }
+
     /// One HTTP response (any route).
     pub fn response(&self, status: u16, bytes: usize) {
         let class = usize::from(status / 100).min(5);

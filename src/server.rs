@@ -98,7 +98,7 @@ pub fn wake_accept(listening: SocketAddr) {
 
 /// Spawns a named coroutine with the configured stack size.
 #[allow(unsafe_code)]
-fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> io::Result<JoinHandle<()>> {
+pub(crate) fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> io::Result<JoinHandle<()>> {
     let builder = may::coroutine::Builder::new().name(name.to_string());
     // SAFETY: may marks spawning unsafe because a coroutine must not hold thread-local references across a
     // yield nor block its worker thread. Connection coroutines use no thread-locals and do all I/O and

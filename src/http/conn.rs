@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
 
+use super::arrival;
 use super::body::ChunkedDecoder;
 use super::buffer::ReadBuf;
 use super::lifecycle::LIFECYCLE;
 use super::request::{parse_head, Framing, Head, HeaderSpan, Request, Status};
 use super::response::{write_head, HeadOptions, Output, Responder, State};
-use super::{Exchange, Handler, HttpError, Limits, Method};
+use super::{ArrivalStamps, Exchange, Handler, HttpError, Limits, Method};
 use crate::ids;
 
 /// Smallest read: a typical SDK chat request (a 522-byte head and a short body) fits, and 10,000 open
@@ -33,7 +34,10 @@ pub fn serve<H: Handler>(stream: TcpStream, handler: &H, limits: &Limits) {
     let _ = stream.set_nodelay(true);
     // A peer that stops reading is dropped after the idle timeout instead of pinning a coroutine forever.
     let _ = stream.set_write_timeout(Some(limits.idle_timeout));
+    let stamped =
+        limits.arrival_stamps == ArrivalStamps::Always && arrival::enable(&stream).is_ok();
     let mut conn = Conn::new(stream);
+    conn.stamped = stamped;
     conn.run(handler, limits);
 }
 
@@ -50,8 +54,8 @@ pub fn refuse<H: Handler>(stream: TcpStream, handler: &H) {
     let mut drained = 0;
     while drained < MAX_READ_SIZE {
         let left = deadline.saturating_duration_since(Instant::now());
-        match conn.read_more(left) {
-            Ok(()) => {
+        match conn.read_more(left, false) {
+            Ok(_) => {
                 drained += conn.rbuf.len();
                 conn.rbuf.remove(0..conn.rbuf.len());
             }
@@ -70,6 +74,8 @@ struct Conn {
     chunked_body: Vec<u8>,
     /// The socket's current read timeout, to avoid a setsockopt per read.
     read_timeout: Option<Duration>,
+    /// The kernel stamps arrivals on this socket: a request's first read asks when its bytes came.
+    stamped: bool,
 }
 
 /// Why reading stopped.
@@ -86,6 +92,7 @@ impl Conn {
             spans: Vec::new(),
             chunked_body: Vec::new(),
             read_timeout: None,
+            stamped: false,
         }
     }
 
@@ -109,6 +116,11 @@ impl Conn {
             };
             let keep_alive = self.answer(handler, &head, body_len, started);
             drop(active);
+            if self.out.wants_stamps && !self.stamped {
+                self.stamped = limits.arrival_stamps == ArrivalStamps::OnRequest
+                    && arrival::enable(&self.out.stream).is_ok();
+                self.out.wants_stamps = false;
+            }
             let consumed = head.len
                 + if head.framing == Framing::Chunked {
                     0
@@ -148,10 +160,11 @@ impl Conn {
                 None => limits.idle_timeout,
                 Some(at) => at.saturating_duration_since(Instant::now()),
             };
-            match self.read_more(timeout) {
-                Ok(()) => {
-                    if deadline.is_none() {
-                        *started = Instant::now();
+            let first = deadline.is_none();
+            match self.read_more(timeout, first && self.stamped) {
+                Ok(arrived) => {
+                    if first {
+                        *started = arrived.unwrap_or_else(Instant::now);
                         deadline = Some(*started + limits.header_timeout);
                     }
                 }
@@ -218,15 +231,16 @@ impl Conn {
         if now >= deadline {
             return Err(Some(HttpError::Timeout));
         }
-        match self.read_more(deadline - now) {
-            Ok(()) => Ok(()),
+        match self.read_more(deadline - now, false) {
+            Ok(_) => Ok(()),
             Err(ReadEnd::TimedOut) => Err(Some(HttpError::Timeout)),
             Err(ReadEnd::Closed) => Err(None),
         }
     }
 
-    /// One read into the buffer, waiting at most about `timeout`.
-    fn read_more(&mut self, timeout: Duration) -> Result<(), ReadEnd> {
+    /// One read into the buffer, waiting at most about `timeout`. With `stamp`, also says when the bytes
+    /// arrived (when the kernel knows).
+    fn read_more(&mut self, timeout: Duration, stamp: bool) -> Result<Option<Instant>, ReadEnd> {
         if timeout.is_zero() {
             return Err(ReadEnd::TimedOut);
         }
@@ -241,11 +255,16 @@ impl Conn {
             self.read_timeout = Some(timeout);
         }
         let want = self.rbuf.len().clamp(READ_SIZE, MAX_READ_SIZE);
-        let result = self.out.stream.read(self.rbuf.spare(want));
-        self.rbuf.advance(*result.as_ref().unwrap_or(&0));
+        let spare = self.rbuf.spare(want);
+        let result = if stamp {
+            arrival::read(&self.out.stream, spare)
+        } else {
+            self.out.stream.read(spare).map(|n| (n, None))
+        };
+        self.rbuf.advance(result.as_ref().map_or(0, |r| r.0));
         match result {
-            Ok(0) => Err(ReadEnd::Closed),
-            Ok(_) => Ok(()),
+            Ok((0, _)) => Err(ReadEnd::Closed),
+            Ok((_, arrived)) => Ok(arrived),
             Err(e)
                 if matches!(
                     e.kind(),

@@ -4,6 +4,7 @@
 //! This layer knows sockets, framing, limits and timeouts, and nothing of OpenAI: what a request means is the
 //! [`Handler`]'s business, including how an error the HTTP layer detects is worded.
 
+pub mod arrival;
 pub mod body;
 pub mod buffer;
 pub mod conn;
@@ -45,6 +46,21 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests answered at once past which new ones get a 503; 0: no limit.
     pub max_in_flight: usize,
+    /// When a request's start is taken from the kernel's arrival stamp rather than from when it was read.
+    pub arrival_stamps: ArrivalStamps,
+}
+
+/// Which connections read requests with the kernel's arrival stamp. A stamped read costs a peek and a
+/// `recvmsg` where a plain one costs a `read` (measured: about 1.7 µs more CPU per request), so only
+/// connections whose requests are timed pay for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrivalStamps {
+    /// Every connection, from its first request.
+    Always,
+    /// A connection from the request after one whose handler asked ([`Responder::want_arrival_stamps`]).
+    OnRequest,
+    /// None: every start is when the request was read.
+    Never,
 }
 
 impl Default for Limits {
@@ -58,6 +74,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 0,
             max_in_flight: 0,
+            arrival_stamps: ArrivalStamps::OnRequest,
         }
     }
 }

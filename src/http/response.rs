@@ -23,6 +23,8 @@ pub struct Output {
     pub(crate) broken: bool,
     /// An event stream was started and not properly ended: the connection cannot carry another response.
     pub(crate) open_stream: bool,
+    /// The handler timed this request: later ones on the connection should start at their arrival stamp.
+    pub(crate) wants_stamps: bool,
 }
 
 impl Output {
@@ -37,6 +39,7 @@ impl Output {
             written: 0,
             broken: false,
             open_stream: false,
+            wants_stamps: false,
         }
     }
 
@@ -243,6 +246,12 @@ impl<'c> Responder<'c> {
     /// Ask for the connection to close after this response.
     pub fn close_after(&mut self) {
         self.keep_alive = false;
+    }
+
+    /// This request was timed: with [`ArrivalStamps::OnRequest`](super::ArrivalStamps::OnRequest), the
+    /// connection's later requests start at the kernel's arrival stamp.
+    pub fn want_arrival_stamps(&mut self) {
+        self.out.wants_stamps = true;
     }
 
     /// Whether the connection stays open after this response.
