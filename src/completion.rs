@@ -22,7 +22,7 @@ use crate::openai::response::{
     self, ChunkUsage, ContentChunks, Delta, Meta, ReplyChoice, TokenLogprob, ToolCall,
     ToolCallDelta, Usage,
 };
-use crate::pacing::{sleep_until, Schedule};
+use crate::pacing::{is_due, sleep_until, Schedule};
 
 /// Stop sequences held on the stack (the spec allows four).
 const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
@@ -300,17 +300,16 @@ fn stream(
     let mut ticker = schedule.ticker();
     let mut sse = res.start_sse(200, &[]);
     let result = (|| -> std::io::Result<faults::Ending> {
-        if paced {
-            sse.flush()?;
-        }
         let mut steps = Steps::new(req, meta, answer, chunk_usage);
         let mut k = 0;
         loop {
             if paced {
-                if k > 0 {
-                    sse.flush()?;
+                let at = ticker.next_at();
+                if !is_due(at) {
+                    // What is ready (the head, earlier tokens) goes out before the wait.
+                    sse.rest()?;
+                    sleep_until(at);
                 }
-                ticker.wait_next();
             }
             if k == 0 {
                 steps.open(&mut sse)?;

@@ -13,7 +13,7 @@ use crate::models::{tokens, Finish, Generation, Model, Prompt, Sampling};
 use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
 use crate::openai::response::{Meta, Usage};
-use crate::pacing::{sleep_until, Schedule};
+use crate::pacing::{is_due, sleep_until, Schedule};
 
 /// Answers one parsed legacy completion as `job` says. Each token is ready when the job's plan says, counted
 /// from when the request arrived, as for chat completions; a stream fault breaks a stream the same way.
@@ -122,19 +122,18 @@ fn stream(
     let mut first_token = None;
     let mut sse = res.start_sse(200, &[]);
     let result = (|| -> std::io::Result<Ending> {
-        if paced {
-            sse.flush()?;
-        }
         let mut pieces: Vec<tokens::Tokens<'_>> =
             generations.iter().map(|g| tokens::split(&g.text)).collect();
         // Step 0 always happens, so an echo goes out even when no token is generated (`max_tokens: 0`).
         let steps = generations.iter().map(|g| g.tokens).max().unwrap_or(0);
         for k in 0..steps.max(1) {
             if paced {
-                if k > 0 {
-                    sse.flush()?;
+                let at = ticker.next_at();
+                if !is_due(at) {
+                    // What is ready (the head, earlier tokens) goes out before the wait.
+                    sse.rest()?;
+                    sleep_until(at);
                 }
-                ticker.wait_next();
             }
             first_token.get_or_insert_with(Instant::now);
             if fault == Some(StreamFault::Cut(k as u32)) {

@@ -40,6 +40,24 @@ impl ReadBuf {
         self.filled = (self.filled + n).min(self.storage.len());
     }
 
+    /// No storage at all: a fresh connection, or one [`ReadBuf::release`]d.
+    pub fn is_unallocated(&self) -> bool {
+        self.storage.capacity() == 0
+    }
+
+    /// Appends `bytes`, growing the storage to exactly what is held when it must grow.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);
+        self.advance(bytes.len());
+    }
+
+    /// Frees the storage when nothing is held, so a waiting connection keeps no buffer.
+    pub fn release(&mut self) {
+        if self.filled == 0 {
+            self.storage = Vec::new();
+        }
+    }
+
     /// Drops `range` of the unconsumed bytes, moving what follows forward.
     pub fn remove(&mut self, range: Range<usize>) {
         let range = range.start.min(self.filled)..range.end.min(self.filled);
@@ -64,6 +82,21 @@ mod tests {
     fn receive(buf: &mut ReadBuf, bytes: &[u8]) {
         buf.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);
         buf.advance(bytes.len());
+    }
+
+    #[test]
+    fn pushed_bytes_take_exact_storage_and_release_frees_it() {
+        let mut buf = ReadBuf::default();
+        assert!(buf.is_unallocated());
+        buf.push(b"GET / HTTP/1.1\r\n");
+        assert_eq!(buf.data(), b"GET / HTTP/1.1\r\n");
+        assert_eq!(buf.storage.capacity(), 16);
+        // Holding bytes: release keeps them.
+        buf.release();
+        assert_eq!(buf.data(), b"GET / HTTP/1.1\r\n");
+        buf.remove(0..buf.len());
+        buf.release();
+        assert!(buf.is_unallocated() && buf.is_empty());
     }
 
     #[test]

@@ -114,6 +114,11 @@ impl Conn {
             let Some(active) = LIFECYCLE.enter(limits.max_in_flight) else {
                 return self.fail(handler, HttpError::Overloaded, started);
             };
+            if self.stamped {
+                // Timed requests hold their connection for seconds while they wait: keep only their bytes, not
+                // the whole read buffer (measured: 700 bytes a stream less for a short request).
+                self.rbuf.shrink(self.rbuf.len());
+            }
             let keep_alive = self.answer(handler, &head, body_len, started);
             drop(active);
             if self.out.wants_stamps && !self.stamped {
@@ -129,6 +134,10 @@ impl Conn {
                 };
             self.rbuf.remove(0..consumed);
             self.rbuf.shrink(KEEP_CAPACITY);
+            if self.stamped {
+                // Between timed requests the next one is read onto the stack (`read_onto_stack`).
+                self.rbuf.release();
+            }
             shrink(&mut self.chunked_body);
             shrink(&mut self.out.body);
             if !keep_alive || self.out.broken {
@@ -254,14 +263,14 @@ impl Conn {
             let _ = self.out.stream.set_read_timeout(Some(timeout));
             self.read_timeout = Some(timeout);
         }
-        let want = self.rbuf.len().clamp(READ_SIZE, MAX_READ_SIZE);
-        let spare = self.rbuf.spare(want);
-        let result = if stamp {
-            arrival::read(&self.out.stream, spare)
+        let result = if self.rbuf.is_unallocated() {
+            read_onto_stack(&mut self.out.stream, &mut self.rbuf, stamp)
         } else {
-            self.out.stream.read(spare).map(|n| (n, None))
+            let want = self.rbuf.len().clamp(READ_SIZE, MAX_READ_SIZE);
+            let result = read_stream(&mut self.out.stream, self.rbuf.spare(want), stamp);
+            self.rbuf.advance(result.as_ref().map_or(0, |r| r.0));
+            result
         };
-        self.rbuf.advance(result.as_ref().map_or(0, |r| r.0));
         match result {
             Ok((0, _)) => Err(ReadEnd::Closed),
             Ok((_, arrived)) => Ok(arrived),
@@ -379,6 +388,36 @@ impl Conn {
             request_id,
         });
     }
+}
+
+/// One read, with the arrival stamp when `stamp`.
+fn read_stream(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    stamp: bool,
+) -> io::Result<(usize, Option<Instant>)> {
+    if stamp {
+        arrival::read(stream, buf)
+    } else {
+        stream.read(buf).map(|n| (n, None))
+    }
+}
+
+/// A connection without a read buffer waits with the read landing on the stack, then keeps only the bytes
+/// that came: 10,000 connections waiting for a request hold no buffers. Out of line, so the array is not in
+/// the frame of every read.
+#[inline(never)]
+fn read_onto_stack(
+    stream: &mut TcpStream,
+    rbuf: &mut ReadBuf,
+    stamp: bool,
+) -> io::Result<(usize, Option<Instant>)> {
+    let mut landing = [0u8; READ_SIZE];
+    let result = read_stream(stream, &mut landing, stamp);
+    if let Ok((n, _)) = result {
+        rbuf.push(&landing[..n]);
+    }
+    result
 }
 
 fn valid_request_id(id: &str) -> bool {
