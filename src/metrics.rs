@@ -185,14 +185,16 @@ impl Metrics {
         self.itl.observe(gap);
     }
 
-    /// Grows with every connection accepted and every response: unchanged means nothing happened.
+    /// Grows with every connection accepted or closed and every response: unchanged means nothing happened.
     pub fn activity(&self) -> u64 {
         let responses: u64 = self
             .responses
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum();
-        responses + self.connections_total.load(Ordering::Relaxed)
+        let accepted = self.connections_total.load(Ordering::Relaxed);
+        let closed = accepted.saturating_sub(self.connections_open() as u64);
+        responses + accepted + closed
     }
 
     /// One HTTP response (any route).

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::http::lifecycle::LIFECYCLE;
 use crate::metrics::METRICS;
 
-/// How long the server must be quiet (no request in flight, no new connection or response) before a trim.
+/// How long the server must be quiet (no request in flight, no connection opened or closed, no response)
+/// before a trim.
 pub const QUIET: Duration = Duration::from_secs(1);
 
 /// Decides when to trim from samples of the server's activity, one per [`QUIET`] interval.
