@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use may::sync::Semphore;
 
-use crate::metrics::METRICS;
-
 /// One model's gate.
 pub struct Gate {
     /// Most requests generating at once; 0 admits everyone at once.
@@ -55,7 +53,6 @@ impl Gate {
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
                 return Err(QueueFull { waiting: before });
             }
-            let _waiting = METRICS.start_waiting();
             self.slots.wait();
             self.waiting.fetch_sub(1, Ordering::AcqRel);
         }

@@ -45,6 +45,7 @@ impl Admitted<'_> {
             plan: self.plan,
             output_tokens: self.output_tokens,
             fault: self.fault,
+            metrics: &served.entry.metrics,
         }
     }
 
@@ -64,6 +65,7 @@ impl Admitted<'_> {
             include_usage: false,
             prompt_tokens,
             start: self.plan.start,
+            metrics: &served.entry.metrics,
         }
     }
 }
@@ -159,7 +161,7 @@ impl App {
         }
         if path == "/metrics" {
             // Like vLLM's, outside /v1 and without a key, so a Prometheus scraper needs no secret.
-            let text = METRICS.render(self.catalog.first_name());
+            let text = METRICS.render(&self.catalog.series());
             res.body().extend_from_slice(text.as_bytes());
             res.send(200, "text/plain; version=0.0.4; charset=utf-8", &[]);
             return Ok(());

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use crate::admission::Gate;
 use crate::config::Config;
+use crate::metrics::{ModelMetrics, ModelSeries};
 use crate::model_spec::Kind;
 use crate::models::echo::Echo;
 use crate::models::profile::Profile;
@@ -24,6 +25,8 @@ pub struct Entry {
     pub profile: Profile,
     /// Its queue.
     pub gate: Gate,
+    /// Its series at `/metrics`.
+    pub metrics: ModelMetrics,
 }
 
 /// What answers a model's requests.
@@ -80,6 +83,7 @@ impl Catalog {
                 source,
                 profile: resolved.profile,
                 gate: Gate::new(resolved.max_concurrent, resolved.max_waiting),
+                metrics: ModelMetrics::new(),
             });
         }
         for (alias, target) in &cfg.aliases {
@@ -148,12 +152,23 @@ impl Catalog {
         ids
     }
 
+    /// Every model's series for `/metrics`, labelled with its name (aliases report under their target).
+    pub fn series(&self) -> Vec<ModelSeries<'_>> {
+        (self.entries.iter())
+            .map(|e| ModelSeries {
+                name: &e.name,
+                metrics: &e.metrics,
+                waiting: e.gate.waiting(),
+            })
+            .collect()
+    }
+
     /// Whether any model has a latency profile, so its requests are timed.
     pub fn any_paced(&self) -> bool {
         self.entries.iter().any(|e| e.profile != Profile::default())
     }
 
-    /// The first model's name: labels the metrics and names errors before a model is known.
+    /// The first model's name: names errors before a model is known.
     pub fn first_name(&self) -> &str {
         &self.entries[0].name
     }

@@ -13,7 +13,6 @@ use crate::http::sse::SseWriter;
 use crate::http::Responder;
 use crate::ids;
 use crate::job::Job;
-use crate::metrics::METRICS;
 use crate::models::logprobs::{self, MAX_TOP};
 use crate::models::structured::{self, Call};
 use crate::models::{apply_sampling, tokens, Finish, Generation, Model, Prompt, Sampling};
@@ -156,7 +155,7 @@ impl Answer {
 /// the request arrived (so time spent queued counts toward the TTFT, as on a real server). A stream fault
 /// breaks a streaming answer on purpose; a JSON answer ignores it.
 pub fn serve(job: &Job<'_>, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
-    let _running = METRICS.start_request();
+    let _running = job.metrics.start_request();
     let (answer, usage) = match tool_calls(req) {
         Some(calls) => {
             let completion = (calls.tokens * req.n as usize) as u64;
@@ -184,9 +183,10 @@ pub fn serve(job: &Job<'_>, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
     let length = finish == Finish::Length.as_str();
     let (prompt, generated) = (usage.prompt_tokens, usage.completion_tokens);
     if req.stream {
-        let ttft = stream(req, &meta, &answer, usage, schedule, job.fault, res);
+        let ttft = stream(req, &meta, &answer, usage, schedule, job, res);
         if let Some(ttft) = ttft {
-            METRICS.finish_request(prompt, generated, ttft, start.elapsed(), length);
+            job.metrics
+                .finish_request(prompt, generated, ttft, start.elapsed(), length);
         }
     } else {
         // A non-streaming answer leaves when its last token is ready.
@@ -202,7 +202,8 @@ pub fn serve(job: &Job<'_>, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
         }
         res.send(200, "application/json", &[]);
         let e2e = start.elapsed();
-        METRICS.finish_request(prompt, generated, e2e, e2e, length);
+        job.metrics
+            .finish_request(prompt, generated, e2e, e2e, length);
     }
 }
 
@@ -286,9 +287,10 @@ fn stream(
     answer: &Answer,
     usage: Usage,
     schedule: Schedule,
-    fault: Option<StreamFault>,
+    job: &Job<'_>,
     res: &mut Responder<'_>,
 ) -> Option<Duration> {
+    let fault = job.fault;
     let mut first_token: Option<Instant> = None;
     let mut last_token = schedule.start;
     let chunk_usage = if req.include_usage {
@@ -322,7 +324,7 @@ fn stream(
             }
             let now = Instant::now();
             if first_token.is_some() {
-                METRICS.observe_itl(now - last_token);
+                job.metrics.observe_itl(now - last_token);
             }
             first_token.get_or_insert(now);
             last_token = now;

@@ -2,6 +2,7 @@
 //! which id, with what timing, length override and stream failure.
 
 use crate::faults::StreamFault;
+use crate::metrics::{ModelMetrics, UNLISTED};
 use crate::models::Model;
 use crate::pacing::Plan;
 
@@ -18,6 +19,8 @@ pub struct Job<'a> {
     pub output_tokens: Option<u32>,
     /// A failure to apply once the stream started (ignored by JSON answers).
     pub fault: Option<StreamFault>,
+    /// The model's series at `/metrics`.
+    pub metrics: &'a ModelMetrics,
 }
 
 impl<'a> Job<'a> {
@@ -29,6 +32,7 @@ impl<'a> Job<'a> {
             plan: Plan::instant(),
             output_tokens: None,
             fault: None,
+            metrics: &UNLISTED,
         }
     }
 }

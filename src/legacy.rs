@@ -8,7 +8,6 @@ use crate::faults::{self, Ending, StreamFault};
 use crate::http::Responder;
 use crate::ids;
 use crate::job::Job;
-use crate::metrics::METRICS;
 use crate::models::{tokens, Finish, Generation, Model, Prompt, Sampling};
 use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
@@ -18,7 +17,7 @@ use crate::pacing::{is_due, sleep_until, Schedule};
 /// Answers one parsed legacy completion as `job` says. Each token is ready when the job's plan says, counted
 /// from when the request arrived, as for chat completions; a stream fault breaks a stream the same way.
 pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>) {
-    let _running = METRICS.start_request();
+    let _running = job.metrics.start_request();
     let (generations, usage) = generate(job.model, req, job.output_tokens);
     let length = generations.iter().any(|g| g.finish == Finish::Length);
     let (prompt, generated) = (usage.prompt_tokens, usage.completion_tokens);
@@ -35,7 +34,8 @@ pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>
         let ttft = stream(req, &meta, &generations, usage, schedule, job.fault, res);
         if let Some(ttft) = ttft {
             let e2e = schedule.start.elapsed();
-            METRICS.finish_request(prompt, generated, ttft, e2e, length);
+            job.metrics
+                .finish_request(prompt, generated, ttft, e2e, length);
         }
         return;
     }
@@ -55,7 +55,8 @@ pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>
     completions::write_completion(res.body(), &meta, &answers, req.n, usage);
     res.send(200, "application/json", &[]);
     let e2e = schedule.start.elapsed();
-    METRICS.finish_request(prompt, generated, e2e, e2e, length);
+    job.metrics
+        .finish_request(prompt, generated, e2e, e2e, length);
 }
 
 /// The model's output for each prompt, cut by the request's stop sequences and token limit, and the usage:

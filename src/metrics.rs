@@ -1,6 +1,7 @@
-//! Prometheus metrics at `GET /metrics`: vLLM's names for what applies (so existing dashboards work) and
-//! standin's own HTTP counters. Everything is a lock-free atomic in one process-wide static: recording is
-//! a few relaxed increments on the hot path, and rendering reads a consistent-enough snapshot.
+//! Prometheus metrics at `GET /metrics`: vLLM's names for what applies (so existing dashboards work), one
+//! series per model (`model_name`), and standin's own HTTP counters. Everything is a lock-free atomic: each
+//! model's series live with the model ([`ModelMetrics`]), the HTTP counters in one process-wide static.
+//! Recording is a few relaxed increments on the hot path; rendering reads a consistent-enough snapshot.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -50,8 +51,8 @@ impl<const N: usize> Histogram<N> {
             .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    /// The samples of one labelled series (the family's HELP and TYPE lines are written once, before).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             cumulative += count.load(Ordering::Relaxed);
@@ -67,33 +68,28 @@ impl<const N: usize> Histogram<N> {
     }
 }
 
-/// Every metric standin exports.
-pub struct Metrics {
+/// One model's vLLM series. The waiting gauge comes from the model's admission gate when rendered.
+pub struct ModelMetrics {
     running: AtomicI64,
-    waiting: AtomicI64,
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
     requests_success: [AtomicU64; 2],
     ttft: Histogram<18>,
     itl: Histogram<16>,
     e2e: Histogram<16>,
-    responses: [AtomicU64; 6],
-    response_bytes: AtomicU64,
-    connections_open: AtomicI64,
-    connections_total: AtomicU64,
 }
 
-/// The process-wide metrics.
-pub static METRICS: Metrics = Metrics::new();
+/// Series of generations that belong to no served model (unit tests and benches call endpoints directly).
+pub static UNLISTED: ModelMetrics = ModelMetrics::new();
 
-impl Default for Metrics {
+impl Default for ModelMetrics {
     fn default() -> Self {
-        Metrics::new()
+        ModelMetrics::new()
     }
 }
 
 /// Counts a generation as running while it lives (also when it ends by a panic or a client leaving).
-pub struct Running<'a>(&'a Metrics);
+pub struct Running<'a>(&'a ModelMetrics);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
@@ -101,40 +97,17 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Counts a request as waiting for a model slot while it lives.
-pub struct Waiting<'a>(&'a Metrics);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts a connection as open while it lives.
-pub struct OpenConnection<'a>(&'a Metrics);
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Metrics {
+impl ModelMetrics {
     /// Everything at zero.
     pub const fn new() -> Self {
-        Metrics {
+        ModelMetrics {
             running: AtomicI64::new(0),
-            waiting: AtomicI64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             requests_success: [const { AtomicU64::new(0) }; 2],
             ttft: Histogram::new(TTFT_BUCKETS),
             itl: Histogram::new(ITL_BUCKETS),
             e2e: Histogram::new(E2E_BUCKETS),
-            responses: [const { AtomicU64::new(0) }; 6],
-            response_bytes: AtomicU64::new(0),
-            connections_open: AtomicI64::new(0),
-            connections_total: AtomicU64::new(0),
         }
     }
 
@@ -142,24 +115,6 @@ impl Metrics {
     pub fn start_request(&self) -> Running<'_> {
         self.running.fetch_add(1, Ordering::Relaxed);
         Running(self)
-    }
-
-    /// Connections open now.
-    pub fn connections_open(&self) -> usize {
-        self.connections_open.load(Ordering::Relaxed).max(0) as usize
-    }
-
-    /// A request started waiting for a slot (`max_concurrent`).
-    pub fn start_waiting(&self) -> Waiting<'_> {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(self)
-    }
-
-    /// A connection was accepted.
-    pub fn open_connection(&self) -> OpenConnection<'_> {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(self)
     }
 
     /// A finished generation: its token counts, TTFT and end-to-end latency. `length` says whether it
@@ -184,6 +139,66 @@ impl Metrics {
     pub fn observe_itl(&self, gap: Duration) {
         self.itl.observe(gap);
     }
+}
+
+/// One model as `/metrics` shows it.
+pub struct ModelSeries<'a> {
+    /// Its `model_name` label.
+    pub name: &'a str,
+    /// Its series.
+    pub metrics: &'a ModelMetrics,
+    /// Requests queued for it now.
+    pub waiting: usize,
+}
+
+/// standin's HTTP counters.
+pub struct Metrics {
+    responses: [AtomicU64; 6],
+    response_bytes: AtomicU64,
+    connections_open: AtomicI64,
+    connections_total: AtomicU64,
+}
+
+/// The process-wide HTTP counters.
+pub static METRICS: Metrics = Metrics::new();
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Counts a connection as open while it lives.
+pub struct OpenConnection<'a>(&'a Metrics);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// Everything at zero.
+    pub const fn new() -> Self {
+        Metrics {
+            responses: [const { AtomicU64::new(0) }; 6],
+            response_bytes: AtomicU64::new(0),
+            connections_open: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+        }
+    }
+
+    /// Connections open now.
+    pub fn connections_open(&self) -> usize {
+        self.connections_open.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    /// A connection was accepted.
+    pub fn open_connection(&self) -> OpenConnection<'_> {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self)
+    }
 
     /// Grows with every connection accepted or closed and every response: unchanged means nothing happened.
     pub fn activity(&self) -> u64 {
@@ -205,81 +220,81 @@ impl Metrics {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// The Prometheus text format (version 0.0.4); `model` labels the vLLM series.
-    pub fn render(&self, model: &str) -> String {
-        let mut out = String::with_capacity(8192);
-        let labels = format!("model_name=\"{}\"", model.replace(['"', '\\', '\n'], "_"));
-        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}"
-            );
+    /// The Prometheus text format (version 0.0.4): each vLLM family once, with one series per model, then
+    /// the HTTP counters.
+    pub fn render(&self, models: &[ModelSeries<'_>]) -> String {
+        let mut out = String::with_capacity(4096 + 4096 * models.len());
+        let labels: Vec<String> = models
+            .iter()
+            .map(|m| format!("model_name=\"{}\"", m.name.replace(['"', '\\', '\n'], "_")))
+            .collect();
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        gauge(
-            &mut out,
-            "vllm:num_requests_running",
-            "Requests generating now.",
-            self.running.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "vllm:num_requests_waiting",
-            "Requests queued for generation.",
-            self.waiting.load(Ordering::Relaxed),
-        );
-        for (name, help, value) in [
+        type Value = fn(&ModelSeries<'_>) -> i64;
+        let scalars: [(&str, &str, &str, Value); 4] = [
+            (
+                "vllm:num_requests_running",
+                "gauge",
+                "Requests generating now.",
+                |m| m.metrics.running.load(Ordering::Relaxed),
+            ),
+            (
+                "vllm:num_requests_waiting",
+                "gauge",
+                "Requests queued for generation.",
+                |m| m.waiting as i64,
+            ),
             (
                 "vllm:prompt_tokens_total",
+                "counter",
                 "Prompt tokens processed.",
-                &self.prompt_tokens,
+                |m| m.metrics.prompt_tokens.load(Ordering::Relaxed) as i64,
             ),
             (
                 "vllm:generation_tokens_total",
+                "counter",
                 "Tokens generated.",
-                &self.generation_tokens,
+                |m| m.metrics.generation_tokens.load(Ordering::Relaxed) as i64,
             ),
-        ] {
-            let value = value.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{labels}}} {value}"
-            );
+        ];
+        for (name, kind, help, value) in scalars {
+            family(&mut out, name, kind, help);
+            for (model, labels) in models.iter().zip(&labels) {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", value(model));
+            }
         }
         let name = "vllm:request_success_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Finished requests by reason.\n# TYPE {name} counter"
-        );
-        for (reason, value) in ["stop", "length"].iter().zip(&self.requests_success) {
-            let value = value.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}{{{labels},finished_reason=\"{reason}\"}} {value}"
-            );
+        family(&mut out, name, "counter", "Finished requests by reason.");
+        for (model, labels) in models.iter().zip(&labels) {
+            for (reason, value) in ["stop", "length"]
+                .iter()
+                .zip(&model.metrics.requests_success)
+            {
+                let value = value.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{name}{{{labels},finished_reason=\"{reason}\"}} {value}"
+                );
+            }
         }
-        self.ttft.render(
-            &mut out,
-            "vllm:time_to_first_token_seconds",
-            "Time to first token.",
-            &labels,
-        );
-        self.itl.render(
-            &mut out,
-            "vllm:inter_token_latency_seconds",
-            "Time between tokens.",
-            &labels,
-        );
-        self.e2e.render(
-            &mut out,
-            "vllm:e2e_request_latency_seconds",
-            "End-to-end request latency.",
-            &labels,
-        );
+        let name = "vllm:time_to_first_token_seconds";
+        family(&mut out, name, "histogram", "Time to first token.");
+        for (model, labels) in models.iter().zip(&labels) {
+            model.metrics.ttft.render(&mut out, name, labels);
+        }
+        let name = "vllm:inter_token_latency_seconds";
+        family(&mut out, name, "histogram", "Time between tokens.");
+        for (model, labels) in models.iter().zip(&labels) {
+            model.metrics.itl.render(&mut out, name, labels);
+        }
+        let name = "vllm:e2e_request_latency_seconds";
+        family(&mut out, name, "histogram", "End-to-end request latency.");
+        for (model, labels) in models.iter().zip(&labels) {
+            model.metrics.e2e.render(&mut out, name, labels);
+        }
         let name = "standin_http_responses_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} HTTP responses by status class.\n# TYPE {name} counter"
-        );
+        family(&mut out, name, "counter", "HTTP responses by status class.");
         for (class, value) in ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx"]
             .iter()
             .zip(&self.responses)
@@ -310,10 +325,8 @@ impl Metrics {
                 self.connections_open.load(Ordering::Relaxed),
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
         }
         out
     }
@@ -330,7 +343,7 @@ mod tests {
             h.observe(Duration::from_millis(ms));
         }
         let mut out = String::new();
-        h.render(&mut out, "x", "help", "m=\"a\"");
+        h.render(&mut out, "x", "m=\"a\"");
         assert!(out.contains("x_bucket{m=\"a\",le=\"0.01\"} 1\n"), "{out}");
         assert!(out.contains("x_bucket{m=\"a\",le=\"0.1\"} 3\n"), "{out}");
         assert!(out.contains("x_bucket{m=\"a\",le=\"1\"} 4\n"), "{out}");
@@ -340,37 +353,80 @@ mod tests {
     }
 
     #[test]
-    fn render_has_the_vllm_names() {
+    fn render_has_the_vllm_names_per_model() {
         let m = Metrics::new();
-        let running = m.start_request();
-        m.finish_request(
+        let (a, b) = (ModelMetrics::new(), ModelMetrics::new());
+        let running = a.start_request();
+        a.finish_request(
             3,
             13,
             Duration::from_millis(2),
             Duration::from_millis(30),
             true,
         );
+        b.finish_request(
+            5,
+            7,
+            Duration::from_millis(2),
+            Duration::from_millis(30),
+            false,
+        );
+        b.observe_itl(Duration::from_millis(20));
         m.response(200, 100);
-        let text = m.render("mock\"x");
+        let series = |name_a| {
+            [
+                ModelSeries {
+                    name: name_a,
+                    metrics: &a,
+                    waiting: 0,
+                },
+                ModelSeries {
+                    name: "b",
+                    metrics: &b,
+                    waiting: 4,
+                },
+            ]
+        };
+        let text = m.render(&series("mock\"x"));
         assert!(
             text.contains("vllm:num_requests_running{model_name=\"mock_x\"} 1\n"),
             "{text}"
         );
         drop(running);
-        let text = m.render("m");
+        let text = m.render(&series("a"));
         for needle in [
-            "vllm:num_requests_running{model_name=\"m\"} 0\n",
-            "vllm:num_requests_waiting{model_name=\"m\"} 0\n",
-            "vllm:prompt_tokens_total{model_name=\"m\"} 3\n",
-            "vllm:generation_tokens_total{model_name=\"m\"} 13\n",
-            "vllm:request_success_total{model_name=\"m\",finished_reason=\"length\"} 1\n",
-            "vllm:time_to_first_token_seconds_count{model_name=\"m\"} 1\n",
-            "vllm:e2e_request_latency_seconds_count{model_name=\"m\"} 1\n",
-            "# TYPE vllm:inter_token_latency_seconds histogram\n",
+            "vllm:num_requests_running{model_name=\"a\"} 0\n",
+            "vllm:num_requests_waiting{model_name=\"a\"} 0\n",
+            "vllm:num_requests_waiting{model_name=\"b\"} 4\n",
+            "vllm:prompt_tokens_total{model_name=\"a\"} 3\n",
+            "vllm:prompt_tokens_total{model_name=\"b\"} 5\n",
+            "vllm:generation_tokens_total{model_name=\"b\"} 7\n",
+            "vllm:request_success_total{model_name=\"a\",finished_reason=\"length\"} 1\n",
+            "vllm:request_success_total{model_name=\"b\",finished_reason=\"stop\"} 1\n",
+            "vllm:time_to_first_token_seconds_count{model_name=\"a\"} 1\n",
+            "vllm:inter_token_latency_seconds_count{model_name=\"a\"} 0\n",
+            "vllm:inter_token_latency_seconds_count{model_name=\"b\"} 1\n",
+            "vllm:e2e_request_latency_seconds_count{model_name=\"b\"} 1\n",
             "standin_http_responses_total{class=\"2xx\"} 1\n",
             "standin_http_response_bytes_total 100\n",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+        // Each family is declared once, its series for every model grouped under it.
+        for family in [
+            "vllm:num_requests_running",
+            "vllm:time_to_first_token_seconds",
+        ] {
+            let declared = format!("# TYPE {family} ");
+            assert_eq!(text.matches(&declared).count(), 1, "{text}");
+        }
+        let first = text
+            .find("vllm:prompt_tokens_total{model_name=\"a\"}")
+            .unwrap();
+        let second = text
+            .find("vllm:prompt_tokens_total{model_name=\"b\"}")
+            .unwrap();
+        let next_family = text.find("# HELP vllm:generation_tokens_total").unwrap();
+        assert!(first < second && second < next_family, "{text}");
     }
 }

@@ -20,7 +20,7 @@ use super::spec::{Target, Upstream};
 use super::sse::{SseParser, DEFAULT_MAX_EVENT_BYTES};
 use super::UpstreamError;
 use crate::http::Responder;
-use crate::metrics::METRICS;
+use crate::metrics::ModelMetrics;
 
 /// Largest non-streaming body taken from an upstream: far above any completion or embedding batch.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -67,6 +67,8 @@ pub struct Forward<'a> {
     pub include_usage: bool,
     /// Prompt tokens by standin's rule, for synthesised usage and metrics.
     pub prompt_tokens: u64,
+    /// The model's series at `/metrics`.
+    pub metrics: &'a ModelMetrics,
     /// When the request arrived, for metrics.
     pub start: Instant,
 }
@@ -137,7 +139,7 @@ impl Relay {
 
     /// Answers `fwd` from the first target that gives an answer.
     pub fn serve(&self, fwd: &Forward<'_>, res: &mut Responder<'_>) {
-        let _running = METRICS.start_request();
+        let _running = fwd.metrics.start_request();
         // Fields stay raw: only `model` is replaced, nothing else is re-encoded.
         let mut parsed: Map<String, Box<RawValue>> =
             serde_json::from_slice(fwd.body).unwrap_or_default();
@@ -322,7 +324,7 @@ fn relay_body(hop: &Hop, mut resp: Response, fwd: &Forward<'_>, res: &mut Respon
     };
     let (prompt, generated) = usage_of(&fixed);
     let e2e = fwd.start.elapsed();
-    METRICS.finish_request(
+    fwd.metrics.finish_request(
         prompt.unwrap_or(fwd.prompt_tokens),
         generated,
         e2e,
@@ -401,7 +403,7 @@ fn relay_stream(
             if write_all(&mut sse, &mut out).is_ok() && sse.finish().is_ok() {
                 let ttft = first_event.map_or(Duration::ZERO, |t| t - fwd.start);
                 let generated = fixer.counted_tokens();
-                METRICS.finish_request(
+                fwd.metrics.finish_request(
                     fwd.prompt_tokens,
                     generated,
                     ttft,

@@ -86,3 +86,38 @@ fn metrics_count_rejections_by_class() {
         0.0
     );
 }
+
+#[test]
+fn each_model_has_its_own_series() {
+    let server = Server::start(&["--models", "alpha,beta", "--alias", "gpt-4o=beta"]);
+    let body = |model: &str| {
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Hello"}]})
+            .to_string()
+    };
+    assert_eq!(server.send(&chat(&body("beta"), &[])).status, 200);
+    // An alias counts under the model it names.
+    assert_eq!(server.send(&chat(&body("gpt-4o"), &[])).status, 200);
+    let text = server.send(&get("/metrics", &[])).text().to_string();
+    let count = |model: &str| {
+        metric(
+            &text,
+            &format!("vllm:e2e_request_latency_seconds_count{{model_name=\"{model}\"}}"),
+        )
+    };
+    assert_eq!(count("beta"), 2.0, "{text}");
+    assert_eq!(count("alpha"), 0.0, "{text}");
+    assert!(!text.contains("model_name=\"gpt-4o\""), "{text}");
+    let beta_tokens = metric(&text, "vllm:generation_tokens_total{model_name=\"beta\"}");
+    assert!(beta_tokens > 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "vllm:generation_tokens_total{model_name=\"alpha\"}"),
+        0.0
+    );
+    // One declaration per family, whatever the number of models.
+    assert_eq!(
+        text.matches("# TYPE vllm:generation_tokens_total counter")
+            .count(),
+        1,
+        "{text}"
+    );
+}
