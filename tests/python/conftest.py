@@ -200,6 +200,12 @@ def spec() -> Spec:
     return _get_spec()
 
 
+#: Lines for the end of the run: checks that could not run on this machine, said out loud.
+NOTES: list[str] = []
+
+
 def pytest_terminal_summary(terminalreporter):
     if _SPEC is not None and not _SPEC.available:
         terminalreporter.write_line(f"schema validation skipped: spec not found at {_SPEC.path}")
+    for note in NOTES:
+        terminalreporter.write_line(note)
