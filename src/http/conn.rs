@@ -121,10 +121,9 @@ impl Conn {
             }
             let keep_alive = self.answer(handler, &head, body_len, started);
             drop(active);
-            if self.out.wants_stamps && !self.stamped {
+            if std::mem::take(&mut self.out.wants_stamps) && !self.stamped {
                 self.stamped = limits.arrival_stamps == ArrivalStamps::OnRequest
                     && arrival::enable(&self.out.stream).is_ok();
-                self.out.wants_stamps = false;
             }
             let consumed = head.len
                 + if head.framing == Framing::Chunked {
