@@ -93,8 +93,13 @@ def measured(server, url, seconds, extra):
     return report
 
 
-def wrk(url, seconds, connections):
-    body = json.dumps({"model": "mock-gpt-model", "messages": [{"role": "user", "content": "Hello"}]})
+def wrk(url, seconds, connections, prompt="Hello", stream=False):
+    """wrk's requests/s and p50 latency (ms). A streamed answer is read to its end (wrk sees the chunked body,
+    not the events), so wrk's cost per stream is the least any client can pay."""
+    request = {"model": "mock-gpt-model", "messages": [{"role": "user", "content": prompt}]}
+    if stream:
+        request.update(stream=True, stream_options={"include_usage": True})
+    body = json.dumps(request)
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
                  'wrk.headers["Content-Type"] = "application/json"\n')
@@ -156,15 +161,23 @@ def main():
             both["b"]["request_throughput"], "req/s", "")
         # ~20 tokens: the echo prefix is 12, plus an 8-word prompt.
         words = ["--prompt", "one two three four five six seven eight"]
-        st = load(standin.url, secs, ["--stream", "--concurrency", "256"] + words)
+        st = measured(standin, standin.url, secs, ["--stream", "--concurrency", "256"] + words)
         figures["standin_stream_c256"] = st
         row("stream ~20 tokens c=256: streams/s", st["request_throughput"], 100_000, "streams/s", ">= 100000")
+        # 100,000 streams/s on one core is 10 us per stream: set against the floor's cost of a bare request.
+        row("stream c=256: server CPU us/stream (vs floor's us/request)", st["server_cpu_us_per_request"],
+            f["server_cpu_us_per_request"], "us", "")
+        row("stream c=256: server CPU share of its core", st["server_cpu_share"], 1.0, "", "~1: server-bound")
         st64 = load(standin.url, secs, ["--stream", "--concurrency", "64"] + words)
         figures["standin_stream_c64"] = st64
         row("stream c=64: time to first chunk p99", st64["p99_ttft_ms"], 5.0, "ms", "< 5 ms")
         if not args.skip_wrk and shutil.which("wrk"):
             w_rps, w_p50 = wrk(standin.url, secs, 64)
             row("harness vs wrk, non-stream c=64: requests/s", s["request_throughput"], w_rps, "req/s", ">= 1x")
+            # Streams: the harness parses and times every event, wrk only reads the bytes.
+            ws_rps, _ = wrk(standin.url, secs, 256, prompt=words[1], stream=True)
+            figures["wrk_stream_rps_c256"] = ws_rps
+            row("harness vs wrk, stream c=256: streams/s", st["request_throughput"], ws_rps, "streams/s", ">= 1x")
             one = load(standin.url, secs, ["--concurrency", "1"])
             _, w1_p50 = wrk(standin.url, secs, 1)
             figures.update(wrk_rps_c64=w_rps, standin_c1=one, wrk_p50_c1_ms=w1_p50)

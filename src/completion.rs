@@ -322,7 +322,12 @@ fn stream(
             if !steps.write_next(&mut sse, k)? {
                 break;
             }
-            let now = Instant::now();
+            // Unpaced tokens are all ready at once and go out in the same writes: one clock read serves them
+            // all (their gaps are well inside the first ITL bucket either way).
+            let now = match first_token {
+                Some(_) if !paced => last_token,
+                _ => Instant::now(),
+            };
             if first_token.is_some() {
                 job.metrics.observe_itl(now - last_token);
             }
@@ -347,9 +352,7 @@ fn stream(
         }
         let finish = Some(answer.summary().1);
         for index in 0..req.n {
-            sse.event(|out| {
-                response::write_chunk(out, meta, index, Delta::default(), finish, chunk_usage)
-            })?;
+            sse.event(|out| steps.write_finish(out, index, finish))?;
         }
         if req.include_usage {
             sse.event(|out| response::write_usage_chunk(out, meta, usage))?;
@@ -446,12 +449,12 @@ impl<'a> Steps<'a> {
         let (req, meta, usage) = (self.req, self.meta, self.usage);
         for index in 0..req.n {
             match &self.kind {
-                StepKind::Text { .. } => {
+                StepKind::Text { chunks, .. } => {
                     let role = Delta {
                         role: Some("assistant"),
                         content: Some(""),
                     };
-                    sse.event(|out| response::write_chunk(out, meta, index, role, None, usage))?;
+                    sse.event(|out| chunks.write_delta(out, index, role, None))?;
                 }
                 StepKind::Calls { calls, .. } => {
                     let mut id = [0; 32];
@@ -461,6 +464,18 @@ impl<'a> Steps<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The finish chunk of choice `index`: an empty delta and the reason.
+    fn write_finish(&self, out: &mut Vec<u8>, index: u32, finish: Option<&str>) {
+        match &self.kind {
+            StepKind::Text { chunks, .. } => {
+                chunks.write_delta(out, index, Delta::default(), finish)
+            }
+            StepKind::Calls { .. } => {
+                response::write_chunk(out, self.meta, index, Delta::default(), finish, self.usage)
+            }
+        }
     }
 
     /// Writes step `k` for every choice; false when there is none left.

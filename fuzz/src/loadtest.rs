@@ -1,9 +1,14 @@
 //! The load-test harness's response side (`loadtest/src/sse.rs`, compiled here from its source because
-//! `standin-load` is binary-only): head parsing, the body decoder and the SSE event splitter.
+//! `standin-load` is binary-only): head parsing, the body decoder, the SSE event splitter, and the chunk
+//! reader (held to serde_json's answers).
 
 #[allow(dead_code)]
 #[path = "../../loadtest/src/sse.rs"]
 mod harness;
+
+#[allow(dead_code)]
+#[path = "../../loadtest/src/chunk.rs"]
+mod chunk;
 
 use harness::{BodyDecoder, Framing, Progress};
 
@@ -82,5 +87,23 @@ pub fn sse(data: &[u8]) {
     if data.len() <= 512 {
         let bytes: Vec<&[u8]> = data.chunks(1).collect();
         assert_eq!(all, events(&bytes), "events differ when fed byte by byte");
+    }
+    chunks(data, &all);
+}
+
+/// A content chunk the chunk reader remembers before each check, so its byte comparison is exercised.
+const CONTENT_CHUNK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}"#;
+
+/// The chunk reader answers as serde_json does: for each event, for the input itself, and for the input
+/// put in place of a remembered chunk's content text.
+fn chunks(data: &[u8], events: &[Vec<u8>]) {
+    let (before, after) = CONTENT_CHUNK.split_once("Hello").unwrap();
+    let spliced = [before.as_bytes(), data, after.as_bytes()].concat();
+    for body in events.iter().map(Vec::as_slice).chain([data, &spliced[..]]) {
+        let expected = chunk::by_serde(body);
+        assert_eq!(chunk::read(body), expected, "scanner disagrees with serde_json");
+        let mut reader = chunk::Reader::default();
+        assert!(reader.read(CONTENT_CHUNK.as_bytes()).is_ok());
+        assert_eq!(reader.read(body), expected, "chunk reader disagrees with serde_json");
     }
 }

@@ -5,11 +5,10 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use may::net::TcpStream;
-use serde::Deserialize;
-
+use crate::chunk;
 use crate::record::{Failure, Record};
 use crate::sse::{drain_events, parse_head, BodyDecoder, Framing, Head, Progress};
+use may::net::TcpStream;
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
@@ -26,14 +25,69 @@ pub struct Target {
 /// One kept-alive connection and its reused buffers.
 pub struct Connection {
     stream: TcpStream,
-    rbuf: Vec<u8>,
-    scratch: Vec<u8>,
+    rbuf: ReadBuf,
     /// The socket timeouts currently set.
     timeout: Option<Duration>,
     body: Vec<u8>,
     events: Vec<u8>,
+    /// Reads the chunks of the current stream.
+    chunks: chunk::Reader,
     /// Served at least one response: a failed write may just mean the server closed an idle connection.
     reused: bool,
+}
+
+/// Bytes read and not yet used, at `lo..hi` of a buffer zeroed once: reads land in place, and using bytes
+/// moves nothing.
+struct ReadBuf {
+    buf: Vec<u8>,
+    lo: usize,
+    hi: usize,
+}
+
+impl ReadBuf {
+    fn new() -> Self {
+        ReadBuf {
+            buf: vec![0; READ_SIZE],
+            lo: 0,
+            hi: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.lo..self.hi]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lo == self.hi
+    }
+
+    fn clear(&mut self) {
+        (self.lo, self.hi) = (0, 0);
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.lo += n;
+        if self.lo == self.hi {
+            self.clear();
+        }
+    }
+
+    /// Room to read into: at least a quarter of READ_SIZE, moving the unused bytes to the front or growing
+    /// when the end is near (a head or chunk line larger than the buffer; both are bounded by the parsers).
+    fn spare(&mut self) -> &mut [u8] {
+        if self.buf.len() - self.hi < READ_SIZE / 4 {
+            self.buf.copy_within(self.lo..self.hi, 0);
+            (self.lo, self.hi) = (0, self.hi - self.lo);
+            if self.buf.len() - self.hi < READ_SIZE / 4 {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        &mut self.buf[self.hi..]
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.hi += n;
+    }
 }
 
 /// Opens a connection, optionally from a given local address (to spread ports over 127.0.0.x).
@@ -49,11 +103,11 @@ pub fn connect(
     stream.set_nodelay(true)?;
     Ok(Connection {
         stream,
-        rbuf: Vec::with_capacity(READ_SIZE),
-        scratch: vec![0; READ_SIZE],
+        rbuf: ReadBuf::new(),
         timeout: None,
         body: Vec::new(),
         events: Vec::new(),
+        chunks: chunk::Reader::default(),
         reused: false,
     })
 }
@@ -75,94 +129,6 @@ fn connect_from(addr: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
     // SAFETY: `fd` is a socket this function just created and owns; ownership moves into the stream.
     // The connect may still be in progress: the first write waits for writability, which is completion.
     Ok(unsafe { TcpStream::from_raw_fd(fd) })
-}
-
-/// The parts of a response or chunk the harness needs, read without allocating.
-#[derive(Deserialize)]
-struct ChunkView {
-    #[serde(default)]
-    choices: Option<Choices>,
-    #[serde(default)]
-    usage: Option<UsageView>,
-    #[serde(default)]
-    error: Option<serde::de::IgnoredAny>,
-}
-
-/// Whether `choices` had any member, and whether any carried non-empty content (`delta.content`,
-/// `message.content` or legacy `text`). Visited element by element: no Vec per event.
-#[derive(Default)]
-struct Choices {
-    any: bool,
-    content: bool,
-}
-
-impl<'de> Deserialize<'de> for Choices {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Choices;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an array of choices")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Choices, A::Error> {
-                let mut out = Choices::default();
-                while let Some(choice) = seq.next_element::<ChoiceView>()? {
-                    out.any = true;
-                    let delta = choice.delta.and_then(|d| d.content);
-                    let message = choice.message.and_then(|m| m.content);
-                    out.content |= delta.or(message).or(choice.text).is_some_and(|t| t.0);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_seq(Visitor)
-    }
-}
-
-#[derive(Deserialize)]
-struct ChoiceView {
-    #[serde(default)]
-    delta: Option<DeltaView>,
-    #[serde(default)]
-    text: Option<NonEmpty>,
-    #[serde(default)]
-    message: Option<DeltaView>,
-}
-
-#[derive(Deserialize)]
-struct DeltaView {
-    #[serde(default)]
-    content: Option<NonEmpty>,
-}
-
-/// A string value reduced to "is it non-empty", so escaped text needs no owned copy.
-struct NonEmpty(bool);
-
-impl<'de> Deserialize<'de> for NonEmpty {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = NonEmpty;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<NonEmpty, E> {
-                Ok(NonEmpty(!v.is_empty()))
-            }
-        }
-        d.deserialize_str(Visitor)
-    }
-}
-
-#[derive(Deserialize)]
-struct UsageView {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
 }
 
 impl Connection {
@@ -205,6 +171,7 @@ pub fn exchange(
     conn.rbuf.clear();
     conn.body.clear();
     conn.events.clear();
+    conn.chunks.reset();
     let result = read_response(conn, clock, deadline, abandon_after, rec);
     rec.end = clock.elapsed();
     match result {
@@ -261,10 +228,10 @@ fn read_more(conn: &mut Connection, deadline: Instant) -> Result<usize, Failure>
         let _ = conn.stream.set_read_timeout(Some(left));
         conn.timeout = Some(left);
     }
-    // Read into zeroed-once scratch and copy what arrived: cheaper than zeroing READ_SIZE per read.
-    let result = conn.stream.read(&mut conn.scratch);
-    let n = *result.as_ref().unwrap_or(&0);
-    conn.rbuf.extend_from_slice(&conn.scratch[..n]);
+    let result = conn.stream.read(conn.rbuf.spare());
+    if let Ok(n) = result {
+        conn.rbuf.filled(n);
+    }
     match result {
         Ok(n) => Ok(n),
         Err(e)
@@ -292,7 +259,7 @@ fn read_response(
     // what arrived is never abandoned.
     let hang_up = |seen: u32| abandon_after.is_some_and(|k| seen >= k);
     let head: Head = loop {
-        if let Some(head) = parse_head(&conn.rbuf).map_err(|_| Failure::MalformedHttp)? {
+        if let Some(head) = parse_head(conn.rbuf.bytes()).map_err(|_| Failure::MalformedHttp)? {
             break head;
         }
         if hang_up(0) {
@@ -308,7 +275,7 @@ fn read_response(
     };
     rec.head = Some(clock.elapsed());
     rec.bytes += head.len as u64;
-    conn.rbuf.drain(..head.len);
+    conn.rbuf.consume(head.len);
     let mut seen = 1u32;
     let mut decoder = BodyDecoder::new(head.framing);
     let mut stream_state = StreamState::default();
@@ -319,24 +286,29 @@ fn read_response(
         }
         if !conn.rbuf.is_empty() {
             rec.first_byte.get_or_insert_with(|| clock.elapsed());
-            let before = conn.body.len();
+            // Event bodies are decoded straight onto the unfinished-event buffer; others into `body`.
+            let events_body = head.event_stream && head.status == 200;
+            let out = if events_body {
+                &mut conn.events
+            } else {
+                &mut conn.body
+            };
             let progress = decoder
-                .feed(&conn.rbuf, &mut conn.body)
+                .feed(conn.rbuf.bytes(), out)
                 .map_err(|_| Failure::MalformedHttp)?;
             let used = match progress {
                 Progress::More(n) | Progress::Done(n) => n,
             };
             rec.bytes += used as u64;
             // Unused bytes are a partial chunk line: kept and fed again with the next read.
-            conn.rbuf.drain(..used);
-            if head.event_stream && head.status == 200 {
-                conn.events.extend_from_slice(&conn.body[before..]);
-                conn.body.clear();
+            conn.rbuf.consume(used);
+            if events_body {
                 let now = clock.elapsed();
                 let mut events = 0u32;
+                let chunks = &mut conn.chunks;
                 drain_events(&mut conn.events, |data| {
                     events += 1;
-                    stream_state.on_event(data, now, rec);
+                    stream_state.on_event(chunks, data, now, rec);
                 });
                 rec.coalesced_events += events.saturating_sub(1);
                 seen = seen.saturating_add(events);
@@ -382,7 +354,13 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn on_event(&mut self, data: &[u8], now: Duration, rec: &mut Record) {
+    fn on_event(
+        &mut self,
+        chunks: &mut chunk::Reader,
+        data: &[u8],
+        now: Duration,
+        rec: &mut Record,
+    ) {
         if self.failure.is_some() {
             return;
         }
@@ -393,25 +371,23 @@ impl StreamState {
         if rec.done.is_some() {
             self.after_done = true;
         }
-        let Ok(chunk) = serde_json::from_slice::<ChunkView>(data) else {
+        let Ok(chunk) = chunks.read(data) else {
             self.failure = Some(Failure::MalformedSse);
             return;
         };
-        if chunk.error.is_some() {
+        if chunk.error {
             self.failure = Some(Failure::StreamError);
             return;
         }
-        if let Some(usage) = chunk.usage {
-            self.usage_tokens = Some(usage.completion_tokens);
-            rec.prompt_tokens = usage.prompt_tokens;
+        if let Some((prompt, completion)) = chunk.usage {
+            self.usage_tokens = Some(completion);
+            rec.prompt_tokens = prompt;
         }
-        let choices = chunk.choices.unwrap_or_default();
-        if !choices.any {
+        if !chunk.choices {
             return;
         }
         rec.first_choice.get_or_insert(now);
-        let content = choices.content;
-        if content {
+        if chunk.content {
             rec.first_content.get_or_insert(now);
             rec.content_events.push(now);
             rec.last_token = Some(now);
@@ -446,22 +422,55 @@ impl StreamState {
 }
 
 fn finish_json(body: &[u8], now: Duration, rec: &mut Record) -> Result<(), Failure> {
-    let chunk: ChunkView = serde_json::from_slice(body).map_err(|_| Failure::MalformedHttp)?;
-    if chunk.error.is_some() {
+    let chunk = chunk::read(body).map_err(|_| Failure::MalformedHttp)?;
+    if chunk.error {
         return Err(Failure::StreamError);
     }
-    let content = chunk.choices.unwrap_or_default().content;
-    if !content {
+    if !chunk.content {
         return Err(Failure::NoContent);
     }
     // Without a stream there is no first token to time: only E2EL (to the end of the body) is reported.
     rec.last_token = Some(now);
-    if let Some(usage) = chunk.usage {
-        rec.output_tokens = usage.completion_tokens;
-        rec.prompt_tokens = usage.prompt_tokens;
+    if let Some((prompt, completion)) = chunk.usage {
+        rec.output_tokens = completion;
+        rec.prompt_tokens = prompt;
         rec.usage_reported = true;
     } else {
         rec.output_tokens = 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_buffer_keeps_unused_bytes_across_compaction_and_growth() {
+        let mut buf = ReadBuf::new();
+        let fill = |buf: &mut ReadBuf, bytes: &[u8]| {
+            buf.spare()[..bytes.len()].copy_from_slice(bytes);
+            buf.filled(bytes.len());
+        };
+        fill(&mut buf, b"HTTP/1.1 200 OK\r\n");
+        buf.consume(9);
+        assert_eq!(buf.bytes(), b"200 OK\r\n");
+        // Fill to near the end: the next spare() moves the unused bytes to the front.
+        let big = vec![b'x'; READ_SIZE - 20];
+        fill(&mut buf, &big);
+        assert!(buf.spare().len() >= READ_SIZE / 4);
+        assert!(buf.bytes().starts_with(b"200 OK\r\nxxx"));
+        assert_eq!(buf.bytes().len(), 8 + READ_SIZE - 20);
+        // Nothing used: it grows instead, keeping every byte.
+        let more = vec![b'y'; buf.spare().len()];
+        let before = buf.bytes().len();
+        fill(&mut buf, &more);
+        assert!(buf.spare().len() >= READ_SIZE / 4);
+        assert_eq!(buf.bytes().len(), before + more.len());
+        assert_eq!(&buf.bytes()[before - 1..before + 1], b"xy");
+        assert!(buf.bytes().starts_with(b"200 OK\r\nxxx"));
+        buf.consume(buf.bytes().len());
+        assert!(buf.is_empty());
+        assert_eq!(buf.spare().len(), buf.buf.len());
+    }
 }

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod chunk;
 mod cli;
 mod client;
 mod merge;

@@ -151,7 +151,7 @@ impl BodyDecoder {
             match self.state {
                 ChunkState::Done => return Ok(Progress::Done(pos)),
                 ChunkState::Size | ChunkState::Trailer => {
-                    let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    let Some(end) = find_crlf(rest) else {
                         return if rest.len() > 4096 {
                             Err(Malformed)
                         } else {
@@ -203,33 +203,55 @@ impl BodyDecoder {
     }
 }
 
+/// The first `\r\n` in `s`.
+fn find_crlf(s: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(b'\n', &s[from..]) {
+        let at = from + at;
+        if at > 0 && s[at - 1] == b'\r' {
+            return Some(at - 1);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 /// Splits complete SSE events out of `buf` (which keeps any partial event), calling `on_data` with each
 /// event's `data` payload. Returns the number of events. Comments (`:`) and other fields are skipped;
 /// multi-line data is joined with `\n` as the SSE spec says.
 pub fn drain_events(buf: &mut Vec<u8>, mut on_data: impl FnMut(&[u8])) -> usize {
     let mut start = 0;
     let mut events = 0;
-    let mut data: Vec<u8> = Vec::new();
+    // Only an event of several lines needs its data joined; the usual single `data:` line is lent as is.
+    let mut joined: Vec<u8> = Vec::new();
     while let Some(end) = find_event_end(&buf[start..]) {
         let event = &buf[start..start + end.0];
-        data.clear();
+        start += end.1;
+        if memchr::memchr(b'\n', event).is_none() {
+            let line = event.strip_suffix(b"\r").unwrap_or(event);
+            if let Some(value) = line.strip_prefix(b"data:") {
+                on_data(value.strip_prefix(b" ").unwrap_or(value));
+                events += 1;
+            }
+            continue;
+        }
+        joined.clear();
         let mut has_data = false;
         for line in event.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(value) = line.strip_prefix(b"data:") {
                 let value = value.strip_prefix(b" ").unwrap_or(value);
                 if has_data {
-                    data.push(b'\n');
+                    joined.push(b'\n');
                 }
-                data.extend_from_slice(value);
+                joined.extend_from_slice(value);
                 has_data = true;
             }
         }
         if has_data {
-            on_data(&data);
+            on_data(&joined);
             events += 1;
         }
-        start += end.1;
     }
     buf.drain(..start);
     events
@@ -241,7 +263,7 @@ fn find_event_end(s: &[u8]) -> Option<(usize, usize)> {
     let lf = memchr::memmem::find(s, b"\n\n").map(|i| (i, i + 2));
     let crlf = || memchr::memmem::find(s, b"\n\r\n").map(|i| (i, i + 3));
     match lf {
-        Some(end) if !s[..end.0].contains(&b'\r') => Some(end),
+        Some(end) if memchr::memchr(b'\r', &s[..end.0]).is_none() => Some(end),
         _ => match (lf, crlf()) {
             (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
             (a, b) => a.or(b),

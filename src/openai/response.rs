@@ -512,6 +512,35 @@ impl ContentChunks {
         self.end(out);
     }
 
+    /// Appends any text chunk for choice `index`, as [`write_chunk`] would: the role chunk and the finish
+    /// chunk go through here too.
+    pub fn write_delta(
+        &self,
+        out: &mut Vec<u8>,
+        index: u32,
+        delta: Delta<'_>,
+        finish_reason: Option<&str>,
+    ) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
+        out.extend_from_slice(b",\"delta\":{");
+        if let Some(role) = delta.role {
+            out.extend_from_slice(b"\"role\":");
+            let _ = serde_json::to_writer(&mut *out, role);
+        }
+        if let Some(content) = delta.content {
+            if delta.role.is_some() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"content\":");
+            let _ = serde_json::to_writer(&mut *out, content);
+        }
+        out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
+        let _ = serde_json::to_writer(&mut *out, &finish_reason);
+        out.extend_from_slice(b"}]");
+        self.end(out);
+    }
+
     /// Appends the chunk carrying `content` for choice `index` with its log probability entry.
     pub fn write_logprob(
         &self,
@@ -593,6 +622,31 @@ mod tests {
                     content: Some(token),
                 };
                 write_chunk(&mut b, &meta, index, delta, None, usage);
+                assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+            }
+            let role = Delta {
+                role: Some("assistant"),
+                content: Some(""),
+            };
+            let only_role = Delta {
+                role: Some("assistant"),
+                content: None,
+            };
+            let text = Delta {
+                role: None,
+                content: Some(" a\n\"q\""),
+            };
+            for (delta, finish) in [
+                (role, None),
+                (only_role, None),
+                (text, None),
+                (Delta::default(), Some("stop")),
+                (Delta::default(), Some("we\"ird")),
+                (Delta::default(), None),
+            ] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                fast.write_delta(&mut a, 3, delta, finish);
+                write_chunk(&mut b, &meta, 3, delta, finish, usage);
                 assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
             }
         }

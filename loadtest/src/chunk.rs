@@ -1,0 +1,822 @@
+//! What the harness reads from a stream chunk or a JSON response: whether it has choices, whether one
+//! carries content, its usage, and whether it is an error object. A one-pass scanner reads the common shape
+//! without building anything; whatever it is not sure of goes to serde_json, which defines the answer (the
+//! differential tests below hold the scanner to it). At 20,000 events/s per core the parse is most of the
+//! harness's user time, and the harness must never be the bottleneck.
+
+use serde::Deserialize;
+
+/// The facts the harness needs from one chunk or response body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// `choices` had at least one member.
+    pub choices: bool,
+    /// A choice carried non-empty content: of `delta.content`, `message.content` and `text`, the first
+    /// present (not null) one is non-empty.
+    pub content: bool,
+    /// `(prompt_tokens, completion_tokens)` when `usage` was an object.
+    pub usage: Option<(u64, u64)>,
+    /// `error` was present and not null.
+    pub error: bool,
+}
+
+/// The body was not JSON of the expected shape.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid;
+
+/// Reads `data`: the scanner when it is sure, serde_json otherwise.
+pub fn read(data: &[u8]) -> Result<Facts, Invalid> {
+    match scan(data) {
+        Some((facts, _)) => Ok(facts),
+        None => by_serde(data),
+    }
+}
+
+/// Reads the chunks of one stream, remembering the last one scanned: consecutive chunks usually differ only
+/// inside the content string, and such a chunk is answered by comparing the bytes around that string.
+#[derive(Debug, Default)]
+pub struct Reader {
+    prev: Vec<u8>,
+    facts: Facts,
+    /// Where the content string's text lies in `prev`, when it alone decides `facts.content` and holds
+    /// no escapes.
+    content: Option<(usize, usize)>,
+}
+
+impl Reader {
+    /// Forgets the last chunk (a new stream begins).
+    pub fn reset(&mut self) {
+        self.prev.clear();
+        self.content = None;
+    }
+
+    /// Reads one chunk, as [`read`] would.
+    pub fn read(&mut self, data: &[u8]) -> Result<Facts, Invalid> {
+        if let Some(facts) = self.same_shape(data) {
+            return Ok(facts);
+        }
+        match scan(data) {
+            Some((facts, content)) => {
+                self.prev.clear();
+                self.prev.extend_from_slice(data);
+                self.facts = facts;
+                self.content = content;
+                Ok(facts)
+            }
+            None => {
+                self.content = None;
+                by_serde(data)
+            }
+        }
+    }
+
+    /// `data` is the last chunk with other text in its content string: everything before and after the
+    /// string's text is identical, and the new text needs no escapes. Then it is the same JSON with the
+    /// same facts, but for whether the content is empty.
+    fn same_shape(&self, data: &[u8]) -> Option<Facts> {
+        let (start, end) = self.content?;
+        let tail = &self.prev[end..];
+        if data.len() < start + tail.len() {
+            return None;
+        }
+        let text_end = data.len() - tail.len();
+        if data[..start] != self.prev[..start] || data[text_end..] != *tail {
+            return None;
+        }
+        let text = &data[start..text_end];
+        if plain_run_end(text, 0) != text.len() || std::str::from_utf8(text).is_err() {
+            return None;
+        }
+        Some(Facts {
+            content: !text.is_empty(),
+            ..self.facts
+        })
+    }
+}
+
+/// Nesting the scanner follows before leaving a body to serde_json (whose own limit is 128).
+const MAX_DEPTH: u32 = 64;
+
+/// The fast path. `None` means "not sure": invalid JSON, an unusual shape, escaped keys, duplicate fields,
+/// lone surrogates, deep nesting. Never `Some` where serde_json would answer differently. With the facts
+/// comes the span of the content string's text when it alone decides `content` (one choice) and has no
+/// escapes.
+fn scan(data: &[u8]) -> Option<(Facts, Option<(usize, usize)>)> {
+    // serde_json checks UTF-8 in the strings it reads; checking all of it up front is stricter and cheap.
+    std::str::from_utf8(data).ok()?;
+    let mut s = Scanner { s: data, i: 0 };
+    let mut facts = Facts::default();
+    let mut span = None;
+    let (mut seen_choices, mut seen_usage, mut seen_error) = (false, false, false);
+    s.object(|s, key| {
+        match key {
+            b"choices" => {
+                once(&mut seen_choices)?;
+                if !s.null() {
+                    (facts.choices, facts.content, span) = s.choices()?;
+                }
+            }
+            b"usage" => {
+                once(&mut seen_usage)?;
+                if !s.null() {
+                    facts.usage = Some(s.usage()?);
+                }
+            }
+            b"error" => {
+                once(&mut seen_error)?;
+                facts.error = !s.null();
+                if facts.error {
+                    s.value(1)?;
+                }
+            }
+            _ => s.value(1)?,
+        }
+        Some(())
+    })?;
+    s.ws();
+    (s.i == data.len()).then_some((facts, span))
+}
+
+/// serde_json rejects a struct field given twice.
+fn once(seen: &mut bool) -> Option<()> {
+    if std::mem::replace(seen, true) {
+        None
+    } else {
+        Some(())
+    }
+}
+
+/// A string as it stands in the body: its raw text (escapes not decoded), where that starts, and whether it
+/// has escapes.
+#[derive(Clone, Copy)]
+struct Text<'a> {
+    raw: &'a [u8],
+    start: usize,
+    escaped: bool,
+}
+
+struct Scanner<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        self.ws();
+        if self.peek()? != b {
+            return None;
+        }
+        self.i += 1;
+        Some(())
+    }
+
+    /// Consumes `null` if it is next.
+    fn null(&mut self) -> bool {
+        self.ws();
+        let found = self.s[self.i..].starts_with(b"null");
+        if found {
+            self.i += 4;
+        }
+        found
+    }
+
+    /// An object whose members are handed to `member` (positioned at the value) by raw key.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            if key.escaped {
+                return None;
+            }
+            let key = key.raw;
+            self.eat(b':')?;
+            member(self, key)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array whose elements are handed to `element` (positioned at the element).
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            element(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string at the cursor. Control characters and escapes serde_json might judge differently (any
+    /// surrogate) are "not sure".
+    fn string(&mut self) -> Option<Text<'a>> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.i += 1;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            self.i = plain_run_end(self.s, self.i);
+            match *self.s.get(self.i)? {
+                b'"' => {
+                    let text = Text {
+                        raw: &self.s[start..self.i],
+                        start,
+                        escaped,
+                    };
+                    self.i += 1;
+                    return Some(text);
+                }
+                b'\\' => {
+                    escaped = true;
+                    match *self.s.get(self.i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                        b'u' => {
+                            let hex = self.s.get(self.i + 2..self.i + 6)?;
+                            let hex = std::str::from_utf8(hex).ok()?;
+                            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                                return None;
+                            }
+                            let unit = u16::from_str_radix(hex, 16).ok()?;
+                            if (0xD800..0xE000).contains(&unit) {
+                                return None;
+                            }
+                            self.i += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string value (after whitespace); `None` unless it is one.
+    fn text(&mut self) -> Option<Text<'a>> {
+        self.ws();
+        self.string()
+    }
+
+    /// A number by JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Option<&'a [u8]> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            self.some_digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            self.some_digits()?;
+        }
+        Some(&self.s[start..self.i])
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.i;
+        self.digits();
+        (self.i > start).then_some(())
+    }
+
+    /// Any value, checked and skipped.
+    fn value(&mut self, depth: u32) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.ws();
+        match self.peek()? {
+            b'{' => self.object(|s, _| s.value(depth + 1)),
+            b'[' => self.array(|s| s.value(depth + 1)),
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number().map(drop),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if !self.s[self.i..].starts_with(word) {
+            return None;
+        }
+        self.i += word.len();
+        Some(())
+    }
+
+    /// `choices`: (any member, any member with content, the deciding text's span when there is one
+    /// member and its text has no escapes). Members must be objects.
+    #[allow(clippy::type_complexity)]
+    fn choices(&mut self) -> Option<(bool, bool, Option<(usize, usize)>)> {
+        let (mut count, mut content, mut span) = (0, false, None);
+        self.array(|s| {
+            count += 1;
+            let text = s.choice()?;
+            content |= text.is_some_and(|t| !t.raw.is_empty());
+            span = text
+                .filter(|t| !t.escaped)
+                .map(|t| (t.start, t.start + t.raw.len()));
+            Some(())
+        })?;
+        Some((count > 0, content, span.filter(|_| count == 1)))
+    }
+
+    /// One choice: the first present of `delta.content`, `message.content`, `text`, which decides.
+    fn choice(&mut self) -> Option<Option<Text<'a>>> {
+        let (mut delta, mut message, mut text) = (None, None, None);
+        let (mut seen_delta, mut seen_message, mut seen_text) = (false, false, false);
+        self.ws();
+        if self.peek()? != b'{' {
+            return None;
+        }
+        self.object(|s, key| {
+            match key {
+                b"delta" => {
+                    once(&mut seen_delta)?;
+                    delta = s.message()?;
+                }
+                b"message" => {
+                    once(&mut seen_message)?;
+                    message = s.message()?;
+                }
+                b"text" => {
+                    once(&mut seen_text)?;
+                    if !s.null() {
+                        text = Some(s.text()?);
+                    }
+                }
+                _ => s.value(3)?,
+            }
+            Some(())
+        })?;
+        Some(delta.or(message).or(text))
+    }
+
+    /// A `delta` or `message`: `Some(Some(text))` when it has a string `content`, `Some(None)` when it is
+    /// null or has none.
+    fn message(&mut self) -> Option<Option<Text<'a>>> {
+        if self.null() {
+            return Some(None);
+        }
+        if self.peek()? != b'{' {
+            return None;
+        }
+        let mut content = None;
+        let mut seen = false;
+        self.object(|s, key| {
+            if key == b"content" {
+                once(&mut seen)?;
+                if !s.null() {
+                    content = Some(s.text()?);
+                }
+            } else {
+                s.value(4)?;
+            }
+            Some(())
+        })?;
+        Some(content)
+    }
+
+    /// `usage`: (prompt_tokens, completion_tokens), each 0 when absent.
+    fn usage(&mut self) -> Option<(u64, u64)> {
+        self.ws();
+        if self.peek()? != b'{' {
+            return None;
+        }
+        let (mut prompt, mut completion) = (None, None);
+        self.object(|s, key| {
+            match key {
+                b"prompt_tokens" if prompt.is_none() => prompt = Some(s.count()?),
+                b"completion_tokens" if completion.is_none() => completion = Some(s.count()?),
+                b"prompt_tokens" | b"completion_tokens" => return None,
+                _ => s.value(2)?,
+            }
+            Some(())
+        })?;
+        Some((prompt.unwrap_or(0), completion.unwrap_or(0)))
+    }
+
+    /// A token count: plain digits that fit u64 (anything else is serde_json's to judge).
+    fn count(&mut self) -> Option<u64> {
+        self.ws();
+        let n = self.number()?;
+        if !n.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(n).ok()?.parse().ok()
+    }
+}
+
+/// The end of the run of string bytes from `i` that need no attention (not `"`, `\\` or a control
+/// character), eight bytes at a time: most of a chunk is such runs.
+fn plain_run_end(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    // A byte of `x` is zero (or below `n`) where `(x - ONES * n) & !x & HIGHS` has its top bit.
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        if below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20)
+            != 0
+        {
+            break;
+        }
+        i += 8;
+    }
+    while s
+        .get(i)
+        .is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20)
+    {
+        i += 1;
+    }
+    i
+}
+
+/// The definition: serde_json into views that allocate nothing.
+pub(crate) fn by_serde(data: &[u8]) -> Result<Facts, Invalid> {
+    let chunk: ChunkView = serde_json::from_slice(data).map_err(|_| Invalid)?;
+    let choices = chunk.choices.unwrap_or_default();
+    Ok(Facts {
+        choices: choices.any,
+        content: choices.content,
+        usage: chunk.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+        error: chunk.error.is_some(),
+    })
+}
+
+#[derive(Deserialize)]
+struct ChunkView {
+    #[serde(default)]
+    choices: Option<Choices>,
+    #[serde(default)]
+    usage: Option<UsageView>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// Whether `choices` had any member, and whether any carried non-empty content. Visited element by
+/// element: no Vec per event.
+#[derive(Default)]
+struct Choices {
+    any: bool,
+    content: bool,
+}
+
+impl<'de> Deserialize<'de> for Choices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Choices;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Choices, A::Error> {
+                let mut out = Choices::default();
+                while let Some(choice) = seq.next_element::<ChoiceView>()? {
+                    out.any = true;
+                    let delta = choice.delta.and_then(|d| d.content);
+                    let message = choice.message.and_then(|m| m.content);
+                    out.content |= delta.or(message).or(choice.text).is_some_and(|t| t.0);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct ChoiceView {
+    #[serde(default)]
+    delta: Option<DeltaView>,
+    #[serde(default)]
+    text: Option<NonEmpty>,
+    #[serde(default)]
+    message: Option<DeltaView>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView {
+    #[serde(default)]
+    content: Option<NonEmpty>,
+}
+
+/// A string value reduced to "is it non-empty", so escaped text needs no owned copy.
+struct NonEmpty(bool);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NonEmpty;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(!v.is_empty()))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageView {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// splitmix64, local so the fuzz crate can compile these tests with the module.
+    struct Rng(u64);
+
+    impl Rng {
+        fn new(seed: u64) -> Self {
+            Rng(seed)
+        }
+
+        fn range(&mut self, lo: u64, hi: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            lo + (z ^ (z >> 31)) % (hi - lo + 1)
+        }
+    }
+
+    /// Real shapes: standin's and vLLM's chunks, legacy text, usage, errors, a whole chat.completion.
+    const SAMPLES: &[&str] = &[
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#,
+        r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":" wor\u00e9ld\n","logprobs":null,"finish_reason":null}]}"#,
+        r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#,
+        r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"你好 \"there\"","tool_calls":[]},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        r#" { "choices" : [ { "delta" : { "content" : null } , "text" : "x" } ] , "usage" : null , "error" : null } "#,
+        r#"{"choices":[{"delta":{"content":""},"text":"x"}],"x":[1,-2.5e+3,0.0,true,false,null,{"a":[]}]}"#,
+    ];
+
+    #[test]
+    fn scanner_reads_real_shapes_without_serde() {
+        for sample in SAMPLES {
+            let fast = scan(sample.as_bytes());
+            assert!(fast.is_some(), "scanner gave up on {sample}");
+            assert_eq!(
+                fast.map(|f| Ok(f.0)),
+                Some(by_serde(sample.as_bytes())),
+                "{sample}"
+            );
+        }
+        let content = read(SAMPLES[1].as_bytes()).unwrap();
+        assert_eq!((content.choices, content.content), (true, true));
+        let role = read(SAMPLES[0].as_bytes()).unwrap();
+        assert_eq!((role.choices, role.content), (true, false));
+        assert_eq!(read(SAMPLES[3].as_bytes()).unwrap().usage, Some((9, 12)));
+        assert!(read(SAMPLES[5].as_bytes()).unwrap().error);
+        // The first present of delta.content, message.content, text decides, as the serde views do.
+        assert!(read(SAMPLES[7].as_bytes()).unwrap().content);
+        assert!(!read(SAMPLES[8].as_bytes()).unwrap().content);
+    }
+
+    #[test]
+    fn doubtful_bodies_go_to_serde() {
+        for body in [
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"cho\u0069ces":[{"text":"x"}]}"#,
+            r#"{"usage":{"prompt_tokens":1.0}}"#,
+            r#"{"usage":{"prompt_tokens":-0}}"#,
+            r#"{"choices":[{"text":"\ud83d\ude00"}]}"#,
+            r#"{"choices":[["x"]]}"#,
+            "{\"a\":\"tab\there\"}",
+            r#"{"a":01}"#,
+            r#"{"a":1,}"#,
+            r#"{} x"#,
+            r#"[]"#,
+            "",
+        ] {
+            assert_eq!(scan(body.as_bytes()), None, "{body}");
+        }
+        // serde_json still answers them: escaped keys and surrogate pairs are fine, the rest invalid.
+        assert!(read(br#"{"cho\u0069ces":[{"text":"x"}]}"#).unwrap().content);
+        assert!(
+            read(br#"{"choices":[{"text":"\ud83d\ude00"}]}"#)
+                .unwrap()
+                .content
+        );
+        assert_eq!(read(br#"{"choices":[],"choices":[]}"#), Err(Invalid));
+        assert_eq!(read(br#"{"a":1,}"#), Err(Invalid));
+    }
+
+    /// Mutations of the samples (byte flips, deletions, insertions of JSON's own characters, cuts): wherever
+    /// the scanner answers, it answers as serde_json does.
+    #[test]
+    fn scanner_agrees_with_serde_on_mutations() {
+        const ALPHABET: &[u8] = b"{}[]:,\"\\ 0123456789.eE+-tfnulsr\tx\xc3\xa9\x00u";
+        let mut rng = Rng::new(7);
+        let (mut answered, mut total) = (0, 0);
+        for round in 0..60_000 {
+            let mut body = SAMPLES[round % SAMPLES.len()].as_bytes().to_vec();
+            for _ in 0..rng.range(1, 3) {
+                let at = rng.range(0, body.len() as u64) as usize;
+                let byte = ALPHABET[rng.range(0, ALPHABET.len() as u64 - 1) as usize];
+                match rng.range(0, 3) {
+                    0 if at < body.len() => body[at] = byte,
+                    1 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    2 => body.truncate(at),
+                    _ => body.insert(at, byte),
+                }
+            }
+            total += 1;
+            if let Some((fast, _)) = scan(&body) {
+                answered += 1;
+                assert_eq!(
+                    Ok(fast),
+                    by_serde(&body),
+                    "{:?}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+        }
+        // The comparison means something only if the scanner answered a good share itself.
+        assert!(
+            answered * 10 > total,
+            "scanner answered {answered} of {total}"
+        );
+    }
+
+    /// A stream's chunks through one [`Reader`]: the same answers as serde_json, and the content chunks after
+    /// the first are answered by the byte comparison.
+    #[test]
+    fn reader_answers_a_stream_as_serde_does() {
+        let chunk = |content: &str| {
+            format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":{content}}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+            )
+        };
+        let stream = [
+            chunk(r#""""#),
+            chunk(r#""Hello""#),
+            chunk(r#"" world, é""#),
+            chunk(r#""è""#),
+            chunk(r#""""#),
+            chunk(r#""a \"quoted\" word""#),
+            chunk(r#""after an escape""#),
+            chunk(r#""tab	inside""#),
+            chunk(r#""x"}}]}}"#),
+            chunk(r#"null"#),
+            chunk(r#""last""#),
+            SAMPLES[3].to_string(),
+        ];
+        let mut reader = Reader::default();
+        let mut compared = 0;
+        for event in &stream {
+            let by_bytes = reader.same_shape(event.as_bytes()).is_some();
+            compared += usize::from(by_bytes);
+            assert_eq!(
+                reader.read(event.as_bytes()),
+                by_serde(event.as_bytes()),
+                "{event}"
+            );
+        }
+        // "Hello", " world, é", "è", "", and "last" after "null" was scanned again.
+        assert!(compared >= 4, "byte comparison answered {compared}");
+        assert!(!reader.read(stream[1].as_bytes()).unwrap().error);
+        reader.reset();
+        assert_eq!(reader.same_shape(stream[1].as_bytes()), None);
+    }
+
+    /// Mutations around a remembered chunk's content string: whatever the byte comparison accepts, serde_json
+    /// reads the same way.
+    #[test]
+    fn reader_agrees_with_serde_on_mutations() {
+        const ALPHABET: &[u8] = b"\"\\ {}[],:aZ0\xc3\xa9\xa8\x01\t";
+        let base = SAMPLES[1].as_bytes();
+        let at = base.windows(5).position(|w| w == b"Hello").unwrap();
+        let mut rng = Rng::new(11);
+        let mut by_bytes = 0;
+        for _ in 0..40_000 {
+            let mut body = base.to_vec();
+            for _ in 0..rng.range(1, 3) {
+                // Mostly in and next to the content string, sometimes anywhere.
+                let pos = if rng.range(0, 4) == 0 {
+                    rng.range(0, body.len() as u64 - 1) as usize
+                } else {
+                    (at + rng.range(0, 8) as usize)
+                        .saturating_sub(2)
+                        .min(body.len() - 1)
+                };
+                let byte = ALPHABET[rng.range(0, ALPHABET.len() as u64 - 1) as usize];
+                match rng.range(0, 2) {
+                    0 => body[pos] = byte,
+                    1 => {
+                        body.remove(pos);
+                    }
+                    _ => body.insert(pos, byte),
+                }
+            }
+            let mut reader = Reader::default();
+            reader.read(base).unwrap();
+            by_bytes += usize::from(reader.same_shape(&body).is_some());
+            assert_eq!(
+                reader.read(&body),
+                by_serde(&body),
+                "{:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        assert!(by_bytes > 1_000, "byte comparison answered {by_bytes}");
+    }
+
+    /// The fuzz corpus and regressions of `loadtest_sse` (`fuzz/src/loadtest.rs` runs the same comparison
+    /// under libFuzzer): every `data:` line, through a reader that remembers a content chunk, and through
+    /// the scanner alone, answers as serde_json does.
+    #[test]
+    fn fuzz_inputs_answer_as_serde_does() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let mut lines = 0;
+        for kind in ["corpus", "regressions"] {
+            let Ok(dir) = std::fs::read_dir(root.join(kind).join("loadtest_sse")) else {
+                continue;
+            };
+            for file in dir.filter_map(Result::ok).map(|e| e.path()) {
+                let data = std::fs::read(&file).unwrap();
+                for line in data.split(|&b| b == b'\n') {
+                    let Some(body) = line.strip_prefix(b"data:") else {
+                        continue;
+                    };
+                    let body = body.strip_suffix(b"\r").unwrap_or(body).trim_ascii_start();
+                    let expected = by_serde(body);
+                    assert_eq!(read(body), expected, "{file:?}");
+                    let mut reader = Reader::default();
+                    reader.read(SAMPLES[1].as_bytes()).unwrap();
+                    assert_eq!(reader.read(body), expected, "{file:?}");
+                    lines += 1;
+                }
+            }
+        }
+        assert!(lines > 20, "only {lines} data lines under {root:?}");
+    }
+}
