@@ -93,6 +93,55 @@ def measured(server, url, seconds, extra):
     return report
 
 
+def alternated(a, b, seconds, extra, rounds=4):
+    """`measured` for two servers in short alternating rounds (a b b a a b b a): the host's noise drifts over
+    seconds, and alternating spreads it over both instead of landing on one. Each report is the last round's,
+    with CPU per request and throughput over all of its rounds; the per-round CPU ratios go in
+    `cpu_ratio_rounds`."""
+    each = seconds / 2
+    totals = {id(a): [0.0, 0, 0, 0.0], id(b): [0.0, 0, 0, 0.0]}
+    reports, ratios = {}, []
+    for r in range(rounds):
+        order = (a, b) if r % 2 == 0 else (b, a)
+        cpu_round = {}
+        for server in order:
+            before = server.cpu_seconds()
+            report = load(server.url, each, extra, warmup=0.5)
+            cpu = server.cpu_seconds() - before
+            done = report["completed"] + report.get("warmup", 0)
+            t = totals[id(server)]
+            t[0] += cpu
+            t[1] += done
+            t[2] += report["completed"]
+            t[3] += report["duration"]
+            cpu_round[id(server)] = cpu / max(done, 1)
+            reports[id(server)] = report
+        ratios.append(cpu_round[id(a)] / cpu_round[id(b)])
+    for server in (a, b):
+        cpu, done, completed, duration = totals[id(server)]
+        report = reports[id(server)]
+        report["server_cpu_us_per_request"] = cpu / max(done, 1) * 1e6
+        report["request_throughput"] = completed / duration
+        report["rounds"] = rounds
+    reports[id(a)]["cpu_ratio_rounds"] = ratios
+    return reports[id(a)], reports[id(b)]
+
+
+def versus_wrk(url, seconds, connections, extra, rounds=4, **wrk_args):
+    """Requests/s of standin-load and of wrk against one server, in short alternating rounds (as `alternated`):
+    (harness, wrk), each over all of its rounds."""
+    each = max(1, round(seconds / 2))
+    harness, other = [], []
+    for r in range(rounds):
+        for tool in (("harness", "wrk") if r % 2 == 0 else ("wrk", "harness")):
+            if tool == "wrk":
+                other.append(wrk(url, each, connections, **wrk_args)[0])
+            else:
+                report = load(url, each, ["--concurrency", str(connections)] + extra, warmup=0.5)
+                harness.append(report["request_throughput"])
+    return sum(harness) / rounds, sum(other) / rounds
+
+
 def wrk(url, seconds, connections, prompt="Hello", stream=False):
     """wrk's requests/s and p50 latency (ms). A streamed answer is read to its end (wrk sees the chunked body,
     not the events), so wrk's cost per stream is the least any client can pay."""
@@ -146,8 +195,7 @@ def main():
     idle_rss = standin.rss_kib()
     try:
         plain = ["--concurrency", "64"]
-        s = measured(standin, standin.url, secs, plain)
-        f = measured(floor, floor.url, secs, plain)
+        s, f = alternated(standin, floor, secs, plain)
         figures.update(standin_nonstream=s, floor_nonstream=f)
         row("non-stream c=64: server CPU us/request (standin / floor)", s["server_cpu_us_per_request"],
             f["server_cpu_us_per_request"], "us", "<= 1.25x")
@@ -172,12 +220,12 @@ def main():
         figures["standin_stream_c64"] = st64
         row("stream c=64: time to first chunk p99", st64["p99_ttft_ms"], 5.0, "ms", "< 5 ms")
         if not args.skip_wrk and shutil.which("wrk"):
-            w_rps, w_p50 = wrk(standin.url, secs, 64)
-            row("harness vs wrk, non-stream c=64: requests/s", s["request_throughput"], w_rps, "req/s", ">= 1x")
+            h_rps, w_rps = versus_wrk(standin.url, secs, 64, [])
+            row("harness vs wrk, non-stream c=64: requests/s", h_rps, w_rps, "req/s", ">= 1x")
             # Streams: the harness parses and times every event, wrk only reads the bytes.
-            ws_rps, _ = wrk(standin.url, secs, 256, prompt=words[1], stream=True)
-            figures["wrk_stream_rps_c256"] = ws_rps
-            row("harness vs wrk, stream c=256: streams/s", st["request_throughput"], ws_rps, "streams/s", ">= 1x")
+            hs_rps, ws_rps = versus_wrk(standin.url, secs, 256, ["--stream"] + words, prompt=words[1], stream=True)
+            figures.update(harness_stream_rps_c256=hs_rps, wrk_stream_rps_c256=ws_rps, harness_rps_c64=h_rps)
+            row("harness vs wrk, stream c=256: streams/s", hs_rps, ws_rps, "streams/s", ">= 1x")
             one = load(standin.url, secs, ["--concurrency", "1"])
             _, w1_p50 = wrk(standin.url, secs, 1)
             figures.update(wrk_rps_c64=w_rps, standin_c1=one, wrk_p50_c1_ms=w1_p50)

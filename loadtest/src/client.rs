@@ -32,6 +32,9 @@ pub struct Connection {
     events: Vec<u8>,
     /// Reads the chunks of the current stream.
     chunks: chunk::Reader,
+    /// Content events of the last stream: the next stream's list is sized for as many, so it is allocated
+    /// once rather than grown event by event.
+    last_events: usize,
     /// Served at least one response: a failed write may just mean the server closed an idle connection.
     reused: bool,
 }
@@ -108,6 +111,7 @@ pub fn connect(
         body: Vec::new(),
         events: Vec::new(),
         chunks: chunk::Reader::default(),
+        last_events: 0,
         reused: false,
     })
 }
@@ -172,8 +176,10 @@ pub fn exchange(
     conn.body.clear();
     conn.events.clear();
     conn.chunks.reset();
+    rec.content_events.reserve(conn.last_events);
     let result = read_response(conn, clock, deadline, abandon_after, rec);
     rec.end = clock.elapsed();
+    conn.last_events = rec.content_events.len();
     match result {
         Ok(Ended::Complete { keep }) => {
             conn.reused = true;

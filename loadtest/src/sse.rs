@@ -61,20 +61,25 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
     let mut close = resp.version == Some(0);
     let mut event_stream = false;
     for h in resp.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| Malformed)?.trim();
+        // Only the headers read here need their value as text.
+        let value = || {
+            std::str::from_utf8(h.value)
+                .map(str::trim)
+                .map_err(|_| Malformed)
+        };
         if h.name.eq_ignore_ascii_case("content-length") {
             if framing != Framing::Chunked {
-                framing = Framing::Length(value.parse().map_err(|_| Malformed)?);
+                framing = Framing::Length(value()?.parse().map_err(|_| Malformed)?);
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if value.eq_ignore_ascii_case("chunked") {
+            if value()?.eq_ignore_ascii_case("chunked") {
                 framing = Framing::Chunked;
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
-            close |= value.eq_ignore_ascii_case("close");
+            close |= value()?.eq_ignore_ascii_case("close");
         } else if h.name.eq_ignore_ascii_case("content-type") {
             // Bytes, not a str slice: a multi-byte character at byte 17 must not panic.
-            event_stream = (value.as_bytes().get(..17))
+            event_stream = (h.value.trim_ascii().get(..17))
                 .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"));
         }
     }
@@ -258,17 +263,19 @@ pub fn drain_events(buf: &mut Vec<u8>, mut on_data: impl FnMut(&[u8])) -> usize 
 }
 
 /// (length of the event, length including its blank-line terminator). Servers end events with `\n\n`
-/// (standin, vLLM, OpenAI) or `\r\n\r\n` (some proxies); both are searched with SIMD.
+/// (standin, vLLM, OpenAI) or `\r\n\r\n` (some proxies): the first line feed followed by `\n` or `\r\n`
+/// ends the event. A JSON event has no raw line feed inside, so this is usually one SIMD search.
 fn find_event_end(s: &[u8]) -> Option<(usize, usize)> {
-    let lf = memchr::memmem::find(s, b"\n\n").map(|i| (i, i + 2));
-    let crlf = || memchr::memmem::find(s, b"\n\r\n").map(|i| (i, i + 3));
-    match lf {
-        Some(end) if memchr::memchr(b'\r', &s[..end.0]).is_none() => Some(end),
-        _ => match (lf, crlf()) {
-            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        },
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(b'\n', &s[from..]) {
+        let at = from + at;
+        match s.get(at + 1) {
+            Some(b'\n') => return Some((at, at + 2)),
+            Some(b'\r') if s.get(at + 2) == Some(&b'\n') => return Some((at, at + 3)),
+            _ => from = at + 1,
+        }
     }
+    None
 }
 
 #[cfg(test)]
