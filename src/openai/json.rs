@@ -12,21 +12,22 @@ use super::error::ApiError;
 /// Fails if `body` nests arrays/objects deeper than `max` (strings and escapes skipped correctly).
 pub fn check_depth(body: &[u8], max: usize) -> Result<(), ApiError> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in body {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            // Strings are most of a body: skipped to their closing quote eight bytes at a time.
+            b'"' => loop {
+                i = string_run_end(body, i);
+                match body.get(i) {
+                    Some(b'\\') => i += 2,
+                    Some(_) => {
+                        i += 1;
+                        break;
+                    }
+                    None => break,
+                }
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -41,6 +42,25 @@ pub fn check_depth(body: &[u8], max: usize) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Where the run of string bytes from `i` ends: at the next `"` or `\\` (or the end of `s`).
+fn string_run_end(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    // A byte of `x` is zero where `(x - ONES) & !x & HIGHS` has its top bit.
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        if zero_byte(w ^ (ONES * u64::from(b'"'))) | zero_byte(w ^ (ONES * u64::from(b'\\'))) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while s.get(i).is_some_and(|&b| b != b'"' && b != b'\\') {
+        i += 1;
+    }
+    i
 }
 
 /// Checks a request body (UTF-8, nesting depth) and reads its top-level fields into `T`: the first step of
@@ -266,6 +286,15 @@ mod tests {
         // Brackets inside strings, including after escaped quotes, do not count.
         assert!(check_depth(br#"{"a":"[[[[\"[[[["}"#, 1).is_ok());
         assert!(check_depth(&b"[".repeat(100_000), 64).is_err());
+        // Escaped quotes and backslashes at every offset of the eight-byte steps, and strings left open.
+        for pad in 0..10 {
+            let text = "x".repeat(pad);
+            let body = format!(r#"{{"a":"{text}\\\"[[[\\","b":[["{text}\\\\"]]}}"#);
+            assert!(check_depth(body.as_bytes(), 3).is_ok(), "{body}");
+            assert!(check_depth(body.as_bytes(), 2).is_err(), "{body}");
+            let open = format!(r#"{{"a":"{text}\\"#);
+            assert!(check_depth(open.as_bytes(), 1).is_ok(), "{open}");
+        }
     }
 
     #[test]
