@@ -192,47 +192,41 @@ impl<'a> Scanner<'a> {
 
     /// An object whose members are handed to `member` (positioned at the value) by raw key.
     fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        self.ws();
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            self.ws();
-            let key = self.string()?;
+        self.list(b'{', b'}', |s| {
+            s.ws();
+            let key = s.string()?;
             if key.escaped {
                 return None;
             }
-            let key = key.raw;
-            self.eat(b':')?;
-            member(self, key)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            s.eat(b':')?;
+            member(s, key.raw)
+        })
     }
 
     /// An array whose elements are handed to `element` (positioned at the element).
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
+    fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.list(b'[', b']', element)
+    }
+
+    /// `open`, then items separated by commas, then `close`.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
         self.ws();
-        if self.peek()? == b']' {
+        if self.peek()? == close {
             self.i += 1;
             return Some(());
         }
         loop {
-            element(self)?;
+            item(self)?;
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
-                b']' => {
+                b if b == close => {
                     self.i += 1;
                     return Some(());
                 }
