@@ -194,10 +194,16 @@ pub fn out_of_range(param: impl Display, rule: &str, got: impl Display) -> ApiEr
 /// A string, borrowed when it has no escapes. `param` (here and below) is only formatted on error, so
 /// callers pass `format_args!` paths without allocating on success.
 pub fn string<'a>(raw: &'a RawValue, param: impl Display + Copy) -> Result<Cow<'a, str>, ApiError> {
-    if !raw.get().starts_with('"') {
+    let text = raw.get();
+    if !text.starts_with('"') {
         return Err(wrong_type(param, "a string", raw));
     }
-    if let Ok(s) = serde_json::from_str::<&'a str>(raw.get()) {
+    // serde_json checked the value when it made the RawValue (UTF-8, no raw control characters), so a
+    // string without escapes is exactly the text between its quotes.
+    if !text.contains('\\') {
+        return Ok(Cow::Borrowed(&text[1..text.len() - 1]));
+    }
+    if let Ok(s) = serde_json::from_str::<&'a str>(text) {
         return Ok(Cow::Borrowed(s));
     }
     serde_json::from_str::<String>(raw.get())
@@ -242,7 +248,11 @@ pub fn number(
 
 /// A boolean.
 pub fn boolean(raw: &RawValue, param: impl Display + Copy) -> Result<bool, ApiError> {
-    serde_json::from_str(raw.get()).map_err(|_| wrong_type(param, "a boolean", raw))
+    match raw.get() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(wrong_type(param, "a boolean", raw)),
+    }
 }
 
 /// The members of an array.
@@ -325,5 +335,24 @@ mod tests {
         ));
         assert_eq!(string(raw(r#""a\nb""#), "s").unwrap(), "a\nb");
         assert!(string(raw("5"), "s").is_err());
+        assert!(matches!(
+            string(raw(r#" "" "#), "s").unwrap(),
+            Cow::Borrowed("")
+        ));
+        assert_eq!(string(raw(r#""é\u00e9 \\""#), "s").unwrap(), "éé \\");
+        assert!(matches!(
+            string(raw(r#""né ☃""#), "s").unwrap(),
+            Cow::Borrowed("né ☃")
+        ));
+    }
+
+    #[test]
+    fn booleans_are_only_true_and_false() {
+        assert!(boolean(raw(" true "), "stream").unwrap());
+        assert!(!boolean(raw("false"), "stream").unwrap());
+        for other in ["1", "null", r#""true""#, "[true]"] {
+            let e = boolean(raw(other), "stream").unwrap_err();
+            assert_eq!(e.code, Some("invalid_type"), "{other}");
+        }
     }
 }
