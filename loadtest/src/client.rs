@@ -5,10 +5,11 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use may::net::TcpStream;
+
 use crate::chunk;
 use crate::record::{Failure, Record};
 use crate::sse::{drain_events, parse_head, BodyDecoder, Framing, Head, Progress};
-use may::net::TcpStream;
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
