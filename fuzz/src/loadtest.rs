@@ -25,12 +25,21 @@ fn knob(data: &[u8], salt: u64) -> u64 {
 fn events(parts: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut buf = Vec::new();
     let mut seen = Vec::new();
+    let mut pieces = harness::Events::default();
+    let mut from_pieces = Vec::new();
     for part in parts {
         buf.extend_from_slice(part);
         let before = seen.len();
         let n = harness::drain_events(&mut buf, |data| seen.push(data.to_vec()));
         assert_eq!(n, seen.len() - before, "drain_events miscounts");
+        let before = from_pieces.len();
+        let n = pieces.push(part, |data| from_pieces.push(data.to_vec()));
+        assert_eq!(n, from_pieces.len() - before, "Events::push miscounts");
     }
+    assert_eq!(
+        seen, from_pieces,
+        "events read in place differ from the buffered ones"
+    );
     seen
 }
 
@@ -91,19 +100,38 @@ pub fn sse(data: &[u8]) {
     chunks(data, &all);
 }
 
-/// A content chunk the chunk reader remembers before each check, so its byte comparison is exercised.
+/// Chunks the chunk reader remembers before each check, so its comparisons with remembered shapes are
+/// exercised: a content chunk, and a usage chunk (its token counts are free parts too).
 const CONTENT_CHUNK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}"#;
+const USAGE_CHUNK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#;
 
 /// The chunk reader answers as serde_json does: for each event, for the input itself, and for the input
-/// put in place of a remembered chunk's content text.
+/// put in place of a remembered chunk's content text, id, or completion token count.
 fn chunks(data: &[u8], events: &[Vec<u8>]) {
-    let (before, after) = CONTENT_CHUNK.split_once("Hello").unwrap();
-    let spliced = [before.as_bytes(), data, after.as_bytes()].concat();
-    for body in events.iter().map(Vec::as_slice).chain([data, &spliced[..]]) {
+    let splice = |chunk: &str, part: &str| {
+        let (before, after) = chunk.split_once(part).unwrap();
+        [before.as_bytes(), data, after.as_bytes()].concat()
+    };
+    let spliced = [
+        splice(CONTENT_CHUNK, "Hello"),
+        splice(CONTENT_CHUNK, "chatcmpl-1"),
+        splice(USAGE_CHUNK, "12"),
+    ];
+    let bodies = events.iter().map(Vec::as_slice).chain([data]);
+    for body in bodies.chain(spliced.iter().map(Vec::as_slice)) {
         let expected = chunk::by_serde(body);
-        assert_eq!(chunk::read(body), expected, "scanner disagrees with serde_json");
+        assert_eq!(
+            chunk::read(body),
+            expected,
+            "scanner disagrees with serde_json"
+        );
         let mut reader = chunk::Reader::default();
+        assert!(reader.read(USAGE_CHUNK.as_bytes()).is_ok());
         assert!(reader.read(CONTENT_CHUNK.as_bytes()).is_ok());
-        assert_eq!(reader.read(body), expected, "chunk reader disagrees with serde_json");
+        assert_eq!(
+            reader.read(body),
+            expected,
+            "chunk reader disagrees with serde_json"
+        );
     }
 }

@@ -9,7 +9,7 @@ use may::net::TcpStream;
 
 use crate::chunk;
 use crate::record::{Failure, Record};
-use crate::sse::{drain_events, parse_head, BodyDecoder, Framing, Head, Progress};
+use crate::sse::{parse_head, BodyDecoder, Events, Framing, Head, Progress};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
@@ -30,8 +30,8 @@ pub struct Connection {
     /// The socket timeouts currently set.
     timeout: Option<Duration>,
     body: Vec<u8>,
-    events: Vec<u8>,
-    /// Reads the chunks of the current stream.
+    events: Events,
+    /// Reads the chunks of this connection's streams.
     chunks: chunk::Reader,
     /// Content events of the last stream: the next stream's list is sized for as many, so it is allocated
     /// once rather than grown event by event.
@@ -110,7 +110,7 @@ pub fn connect(
         rbuf: ReadBuf::new(),
         timeout: None,
         body: Vec::new(),
-        events: Vec::new(),
+        events: Events::default(),
         chunks: chunk::Reader::default(),
         last_events: 0,
         reused: false,
@@ -176,7 +176,6 @@ pub fn exchange(
     conn.rbuf.clear();
     conn.body.clear();
     conn.events.clear();
-    conn.chunks.reset();
     rec.content_events.reserve(conn.last_events);
     let result = read_response(conn, clock, deadline, abandon_after, rec);
     rec.end = clock.elapsed();
@@ -293,33 +292,30 @@ fn read_response(
         }
         if !conn.rbuf.is_empty() {
             rec.first_byte.get_or_insert_with(|| clock.elapsed());
-            // Event bodies are decoded straight onto the unfinished-event buffer; others into `body`.
-            let events_body = head.event_stream && head.status == 200;
-            let out = if events_body {
-                &mut conn.events
+            // Events are read where they lie in the read buffer; other bodies are collected in `body`.
+            let progress = if head.event_stream && head.status == 200 {
+                let now = clock.elapsed();
+                let mut events = 0u32;
+                let (chunks, pending) = (&mut conn.chunks, &mut conn.events);
+                let progress = decoder.feed_pieces(conn.rbuf.bytes(), |piece| {
+                    pending.push(piece, |data| {
+                        events += 1;
+                        stream_state.on_event(chunks, data, now, rec);
+                    });
+                });
+                rec.coalesced_events += events.saturating_sub(1);
+                seen = seen.saturating_add(events);
+                progress
             } else {
-                &mut conn.body
-            };
-            let progress = decoder
-                .feed(conn.rbuf.bytes(), out)
-                .map_err(|_| Failure::MalformedHttp)?;
+                decoder.feed(conn.rbuf.bytes(), &mut conn.body)
+            }
+            .map_err(|_| Failure::MalformedHttp)?;
             let used = match progress {
                 Progress::More(n) | Progress::Done(n) => n,
             };
             rec.bytes += used as u64;
             // Unused bytes are a partial chunk line: kept and fed again with the next read.
             conn.rbuf.consume(used);
-            if events_body {
-                let now = clock.elapsed();
-                let mut events = 0u32;
-                let chunks = &mut conn.chunks;
-                drain_events(&mut conn.events, |data| {
-                    events += 1;
-                    stream_state.on_event(chunks, data, now, rec);
-                });
-                rec.coalesced_events += events.saturating_sub(1);
-                seen = seen.saturating_add(events);
-            }
             if let Progress::Done(_) = progress {
                 break;
             }

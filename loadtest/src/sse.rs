@@ -130,14 +130,24 @@ impl BodyDecoder {
 
     /// Decodes from `input`, appending body bytes to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, Malformed> {
+        self.feed_pieces(input, |piece| out.extend_from_slice(piece))
+    }
+
+    /// As [`feed`](Self::feed), handing over the body bytes found in `input` as they lie there, one
+    /// contiguous piece at a time, instead of copying them out.
+    pub fn feed_pieces(
+        &mut self,
+        input: &[u8],
+        mut piece: impl FnMut(&[u8]),
+    ) -> Result<Progress, Malformed> {
         match self.framing {
             Framing::Close => {
-                out.extend_from_slice(input);
+                piece(input);
                 Ok(Progress::More(input.len()))
             }
             Framing::Length(_) => {
                 let take = self.left.min(input.len());
-                out.extend_from_slice(&input[..take]);
+                piece(&input[..take]);
                 self.left -= take;
                 Ok(if self.left == 0 {
                     Progress::Done(take)
@@ -145,11 +155,15 @@ impl BodyDecoder {
                     Progress::More(take)
                 })
             }
-            Framing::Chunked => self.feed_chunked(input, out),
+            Framing::Chunked => self.feed_chunked(input, piece),
         }
     }
 
-    fn feed_chunked(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, Malformed> {
+    fn feed_chunked(
+        &mut self,
+        input: &[u8],
+        mut piece: impl FnMut(&[u8]),
+    ) -> Result<Progress, Malformed> {
         let mut pos = 0;
         loop {
             let rest = &input[pos..];
@@ -186,7 +200,7 @@ impl BodyDecoder {
                         return Ok(Progress::More(pos));
                     }
                     let take = self.left.min(rest.len());
-                    out.extend_from_slice(&rest[..take]);
+                    piece(&rest[..take]);
                     pos += take;
                     self.left -= take;
                     if self.left == 0 {
@@ -224,15 +238,47 @@ fn find_crlf(s: &[u8]) -> Option<usize> {
 /// Splits complete SSE events out of `buf` (which keeps any partial event), calling `on_data` with each
 /// event's `data` payload. Returns the number of events. Comments (`:`) and other fields are skipped;
 /// multi-line data is joined with `\n` as the SSE spec says.
-pub fn drain_events(buf: &mut Vec<u8>, mut on_data: impl FnMut(&[u8])) -> usize {
+pub fn drain_events(buf: &mut Vec<u8>, on_data: impl FnMut(&[u8])) -> usize {
+    let (used, events) = split_events(buf, on_data);
+    buf.drain(..used);
+    events
+}
+
+/// The body of an event stream arriving in pieces: complete events are read straight from each piece, and
+/// only a partial event is kept (and copied) until its end arrives.
+#[derive(Debug, Default)]
+pub struct Events {
+    partial: Vec<u8>,
+}
+
+impl Events {
+    pub fn clear(&mut self) {
+        self.partial.clear();
+    }
+
+    /// Calls `on_data` with the data of each event completed by `piece`; returns how many there were.
+    pub fn push(&mut self, piece: &[u8], on_data: impl FnMut(&[u8])) -> usize {
+        if self.partial.is_empty() {
+            let (used, events) = split_events(piece, on_data);
+            self.partial.extend_from_slice(&piece[used..]);
+            events
+        } else {
+            self.partial.extend_from_slice(piece);
+            drain_events(&mut self.partial, on_data)
+        }
+    }
+}
+
+/// The events complete in `buf`, as [`drain_events`]: (bytes they take, how many had data).
+fn split_events(buf: &[u8], mut on_data: impl FnMut(&[u8])) -> (usize, usize) {
     let mut start = 0;
     let mut events = 0;
     // Only an event of several lines needs its data joined; the usual single `data:` line is lent as is.
     let mut joined: Vec<u8> = Vec::new();
-    while let Some(end) = find_event_end(&buf[start..]) {
-        let event = &buf[start..start + end.0];
-        start += end.1;
-        if memchr::memchr(b'\n', event).is_none() {
+    while let Some((end, next, one_line)) = find_event_end(&buf[start..]) {
+        let event = &buf[start..start + end];
+        start += next;
+        if one_line {
             let line = event.strip_suffix(b"\r").unwrap_or(event);
             if let Some(value) = line.strip_prefix(b"data:") {
                 on_data(value.strip_prefix(b" ").unwrap_or(value));
@@ -258,20 +304,20 @@ pub fn drain_events(buf: &mut Vec<u8>, mut on_data: impl FnMut(&[u8])) -> usize 
             events += 1;
         }
     }
-    buf.drain(..start);
-    events
+    (start, events)
 }
 
-/// (length of the event, length including its blank-line terminator). Servers end events with `\n\n`
+/// (length of the event, length including its blank-line terminator, whether the event is one line).
+/// Servers end events with `\n\n`
 /// (standin, vLLM, OpenAI) or `\r\n\r\n` (some proxies): the first line feed followed by `\n` or `\r\n`
 /// ends the event. A JSON event has no raw line feed inside, so this is usually one SIMD search.
-fn find_event_end(s: &[u8]) -> Option<(usize, usize)> {
+fn find_event_end(s: &[u8]) -> Option<(usize, usize, bool)> {
     let mut from = 0;
     while let Some(at) = memchr::memchr(b'\n', &s[from..]) {
         let at = from + at;
         match s.get(at + 1) {
-            Some(b'\n') => return Some((at, at + 2)),
-            Some(b'\r') if s.get(at + 2) == Some(&b'\n') => return Some((at, at + 3)),
+            Some(b'\n') => return Some((at, at + 2, from == 0)),
+            Some(b'\r') if s.get(at + 2) == Some(&b'\n') => return Some((at, at + 3, from == 0)),
             _ => from = at + 1,
         }
     }
@@ -355,6 +401,45 @@ mod tests {
         assert!(done);
         assert_eq!(out, b"hello world");
         assert_eq!(&raw[offset..], b"NEXT");
+    }
+
+    /// Events read from the pieces a chunked body arrives in, cut at every pair of places: the same events
+    /// as from the whole body at once.
+    #[test]
+    fn events_from_pieces_match_the_whole_body() {
+        let events = "data: {\"a\":1}\n\n: comment\n\ndata: two\ndata: lines\n\ndata: x\r\n\r\ndata: [DONE]\n\n";
+        let mut whole = Vec::new();
+        drain_events(&mut events.as_bytes().to_vec(), |d| whole.push(d.to_vec()));
+        assert_eq!(whole.len(), 4);
+        let raw = format!(
+            "{:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+            20,
+            &events[..20],
+            events.len() - 20,
+            &events[20..]
+        );
+        let raw = raw.as_bytes();
+        for a in 0..raw.len() {
+            for b in a..raw.len() {
+                let mut decoder = BodyDecoder::new(Framing::Chunked);
+                let mut buffer = Events::default();
+                let mut seen = Vec::new();
+                let mut pending = Vec::new();
+                let mut counted = 0;
+                for part in [&raw[..a], &raw[a..b], &raw[b..]] {
+                    pending.extend_from_slice(part);
+                    let progress = decoder
+                        .feed_pieces(&pending, |piece| {
+                            counted += buffer.push(piece, |d| seen.push(d.to_vec()));
+                        })
+                        .unwrap();
+                    let (Progress::More(used) | Progress::Done(used)) = progress;
+                    pending.drain(..used);
+                }
+                assert_eq!(seen, whole, "cut at {a} and {b}");
+                assert_eq!(counted, whole.len());
+            }
+        }
     }
 
     #[test]
