@@ -284,6 +284,13 @@ fn main() {
             }),
         ),
         (
+            "chat_parse_validate_full",
+            Box::new(|| {
+                chat::parse_full(black_box(SDK_BODY.as_bytes()), MAX_JSON_DEPTH)
+                    .map_or(0, |req| req.messages.len())
+            }),
+        ),
+        (
             "chat_parse_validate_20_turns",
             Box::new(|| {
                 chat::parse(black_box(long_body.as_bytes()), MAX_JSON_DEPTH)

@@ -278,11 +278,17 @@ fn check_depth_consistency(data: &[u8]) {
     }
 }
 
-/// `standin::openai::chat::parse` at depth 64: never panics; an error renders as the envelope; a request it
-/// accepts runs through the echo model, tool calls and the reply writer without panicking, and the reply
-/// is JSON with `n` choices.
+/// `standin::openai::chat::parse` at depth 64: never panics; gives what the full parser gives (its one-pass
+/// reader for the common shape included); an error renders as the envelope; a request it accepts runs
+/// through the echo model, tool calls and the reply writer without panicking, and the reply is JSON with
+/// `n` choices.
 pub fn chat_request(data: &[u8]) {
     check_depth_consistency(data);
+    assert_eq!(
+        format!("{:?}", standin::openai::chat::parse(data, MAX_DEPTH)),
+        format!("{:?}", standin::openai::chat::parse_full(data, MAX_DEPTH)),
+        "the one-pass reader disagrees with the full parser"
+    );
     let req = match standin::openai::chat::parse(data, MAX_DEPTH) {
         Ok(req) => req,
         Err(error) => return check_api_error(&error),

@@ -202,7 +202,8 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<CompletionRequest<'_>, Api
         string(user, "user")?;
     }
     if let Some(bias) = raw.logit_bias {
-        let bias: std::collections::HashMap<Cow<'_, str>, &RawValue> = object(bias, "logit_bias")?;
+        // A BTreeMap, so that of several bad values the same one is reported every time.
+        let bias: std::collections::BTreeMap<Cow<'_, str>, &RawValue> = object(bias, "logit_bias")?;
         for value in bias.values() {
             number(value, "logit_bias", -100.0, 100.0)?;
         }

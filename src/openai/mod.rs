@@ -2,6 +2,7 @@
 //! It knows nothing of sockets; the server module feeds it bytes and writes what it returns.
 
 pub mod chat;
+mod chat_common;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
