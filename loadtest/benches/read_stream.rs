@@ -1,0 +1,162 @@
+//! What standin-load spends reading one streamed answer, without a socket: the head, the chunked body, the
+//! events, and every chunk's facts. Each way of reading the chunks runs on the same bytes in the same run,
+//! so their ratio means something on a noisy machine:
+//! - `shapes`: what the client does (events read in place, a per-connection chunk reader that remembers
+//!   chunk shapes across streams);
+//! - `per_stream`: a new chunk reader for each stream, so shapes help only within one (as before they
+//!   carried over);
+//! - `scanner`: the one-pass scanner on every chunk, nothing remembered;
+//! - `serde`: serde_json on every chunk, the definition.
+//!
+//! `cargo bench -p standin-load --bench read_stream`; `STANDIN_BENCH_QUICK=1` for a smoke run.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+#[allow(dead_code, unused_imports)]
+#[path = "../src/sse.rs"]
+mod sse;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../src/chunk.rs"]
+mod chunk;
+
+use sse::{parse_head, BodyDecoder, Events, Progress};
+
+/// Streams read per sample, each with its own id, as consecutive answers on one connection.
+const STREAMS: usize = 64;
+const SAMPLES: usize = 10;
+
+/// One answer as standin writes it for an 8-word prompt: role, 20 content chunks, finish, usage, `[DONE]`,
+/// in one HTTP chunk.
+fn answer(n: usize) -> Vec<u8> {
+    let head = format!(
+        r#"{{"id":"chatcmpl-{n:016x}","object":"chat.completion.chunk","created":{},"model":"mock-gpt-model","system_fingerprint":"fp_standin","choices":"#,
+        1_795_664_055 + n / 20
+    );
+    let choice = |delta: &str, finish: &str| {
+        format!(
+            r#"{head}[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}],"usage":null}}"#
+        )
+    };
+    let mut events = vec![choice(r#"{"role":"assistant","content":""}"#, "null")];
+    let words = "As a mock AI Assistant, I can only echo your last message: one two three four five six seven eight";
+    for (i, word) in words.split(' ').enumerate() {
+        let text = if i == 0 {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        };
+        events.push(choice(&format!(r#"{{"content":"{text}"}}"#), "null"));
+    }
+    events.push(choice("{}", r#""stop""#));
+    events.push(format!(
+        r#"{head}[],"usage":{{"prompt_tokens":{},"completion_tokens":20,"total_tokens":{}}}}}"#,
+        8 + n % 3,
+        28 + n % 3
+    ));
+    events.push("[DONE]".into());
+    let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nServer: standin\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\
+         x-request-id: req_{n:016x}\r\nCache-Control: no-cache\r\n\r\n{:08x}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(b"\r\n0\r\n\r\n");
+    out
+}
+
+#[derive(Clone, Copy)]
+enum Way {
+    Shapes,
+    PerStream,
+    Scanner,
+    Serde,
+}
+
+/// Reads one answer; returns (content events, completion tokens) so nothing is optimised away.
+fn read(answer: &[u8], way: Way, reader: &mut chunk::Reader, events: &mut Events) -> (u32, u64) {
+    let Ok(Some(head)) = parse_head(answer) else {
+        panic!("bad head")
+    };
+    let mut decoder = BodyDecoder::new(head.framing);
+    events.clear();
+    let (mut content, mut tokens) = (0, 0);
+    let progress = decoder.feed_pieces(&answer[head.len..], |piece| {
+        events.push(piece, |data| {
+            if data == b"[DONE]" {
+                return;
+            }
+            let facts = match way {
+                Way::Shapes | Way::PerStream => reader.read(data),
+                Way::Scanner => chunk::read(data),
+                Way::Serde => chunk::by_serde(data),
+            }
+            .expect("valid chunk");
+            content += u32::from(facts.content);
+            if let Some((_, completion)) = facts.usage {
+                tokens = completion;
+            }
+        });
+    });
+    assert!(matches!(progress, Ok(Progress::Done(_))));
+    (content, tokens)
+}
+
+fn main() {
+    let quick = std::env::var_os("STANDIN_BENCH_QUICK").is_some();
+    let answers: Vec<Vec<u8>> = (0..STREAMS).map(answer).collect();
+    let rounds = if quick { 2 } else { 400 };
+    let ways = [
+        ("shapes", Way::Shapes),
+        ("per_stream", Way::PerStream),
+        ("scanner", Way::Scanner),
+        ("serde", Way::Serde),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    // The ways take turns sample by sample, so a slow spell of the host falls on all of them.
+    for _ in 0..if quick { 1 } else { SAMPLES } {
+        for (k, &(_, way)) in ways.iter().enumerate() {
+            let mut reader = chunk::Reader::default();
+            let mut events = Events::default();
+            let started = Instant::now();
+            for _ in 0..rounds {
+                for answer in &answers {
+                    if let Way::PerStream = way {
+                        reader = chunk::Reader::default();
+                    }
+                    let (content, tokens) = read(black_box(answer), way, &mut reader, &mut events);
+                    assert_eq!((content, tokens), (20, 20));
+                }
+            }
+            let per = started.elapsed().max(Duration::from_nanos(1)).as_nanos() as f64;
+            samples[k].push(per / (rounds * STREAMS) as f64);
+        }
+    }
+    println!(
+        "read_stream: one 24-event answer ({} bytes), median of {} samples",
+        answers[0].len(),
+        samples[0].len()
+    );
+    println!(
+        "{:10} {:>10} {:>16} {:>10}",
+        "way", "ns/stream", "ns/stream range", "vs serde"
+    );
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let serde = median(&mut samples[ways.len() - 1].clone());
+    for (k, (name, _)) in ways.iter().enumerate() {
+        let v = &mut samples[k];
+        let m = median(v);
+        let range = format!("{:.0}..{:.0}", v[0], v[v.len() - 1]);
+        println!("{name:10} {m:>10.0} {range:>16} {:>9.2}x", m / serde);
+        println!(
+            "bench name=read_stream_{name} ns_per_stream={m:.1} ratio_to_serde={:.3}",
+            m / serde
+        );
+    }
+}
