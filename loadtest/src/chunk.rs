@@ -6,6 +6,11 @@
 
 use serde::Deserialize;
 
+// The JSON cursor the server's one-pass request reader uses too (the harness does not link the server).
+#[path = "../../src/openai/cursor.rs"]
+mod cursor;
+use cursor::Cursor;
+
 /// The facts the harness needs from one chunk or response body.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -363,34 +368,25 @@ struct Scanner<'a> {
     spans: Option<Vec<Span>>,
 }
 
+impl Cursor for Scanner<'_> {
+    fn text(&self) -> &[u8] {
+        self.s
+    }
+
+    fn at(&self) -> usize {
+        self.i
+    }
+
+    fn set_at(&mut self, at: usize) {
+        self.i = at;
+    }
+}
+
 impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, b: u8) -> Option<()> {
-        self.ws();
-        if self.peek()? != b {
-            return None;
-        }
-        self.i += 1;
-        Some(())
-    }
-
     /// Consumes `null` if it is next.
     fn null(&mut self) -> bool {
         self.ws();
-        let found = self.s[self.i..].starts_with(b"null");
-        if found {
-            self.i += 4;
-        }
-        found
+        self.literal(b"null").is_some()
     }
 
     /// An object whose members are handed to `member` (positioned at the value) by raw key.
@@ -409,33 +405,6 @@ impl<'a> Scanner<'a> {
     /// An array whose elements are handed to `element` (positioned at the element).
     fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.list(b'[', b']', element)
-    }
-
-    /// `open`, then items separated by commas, then `close`.
-    fn list(
-        &mut self,
-        open: u8,
-        close: u8,
-        mut item: impl FnMut(&mut Self) -> Option<()>,
-    ) -> Option<()> {
-        self.eat(open)?;
-        self.ws();
-        if self.peek()? == close {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            item(self)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b if b == close => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
     }
 
     /// A string at the cursor. Control characters and escapes serde_json might judge differently (any
@@ -489,43 +458,6 @@ impl<'a> Scanner<'a> {
         self.string()
     }
 
-    /// A number by JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
-    fn number(&mut self) -> Option<&'a [u8]> {
-        let start = self.i;
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek()? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            self.some_digits()?;
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            self.some_digits()?;
-        }
-        Some(&self.s[start..self.i])
-    }
-
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.i += 1;
-        }
-    }
-
-    fn some_digits(&mut self) -> Option<()> {
-        let start = self.i;
-        self.digits();
-        (self.i > start).then_some(())
-    }
-
     /// Any value, checked and skipped.
     fn value(&mut self, depth: u32) -> Option<()> {
         if depth > MAX_DEPTH {
@@ -544,9 +476,8 @@ impl<'a> Scanner<'a> {
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
             _ => {
-                let start = self.i;
-                self.number()?;
-                self.note(start, self.i, Free::Number);
+                let (start, end) = self.number()?;
+                self.note(start, end, Free::Number);
                 Some(())
             }
         }
@@ -556,14 +487,6 @@ impl<'a> Scanner<'a> {
         if let Some(spans) = &mut self.spans {
             spans.push(Span { start, end, free });
         }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        if !self.s[self.i..].starts_with(word) {
-            return None;
-        }
-        self.i += word.len();
-        Some(())
     }
 
     /// `choices`: (any member, any member with content, the deciding text's span when there is one
@@ -671,7 +594,8 @@ impl<'a> Scanner<'a> {
     /// A token count: plain digits that fit u64 (anything else is serde_json's to judge).
     fn count(&mut self) -> Option<u64> {
         self.ws();
-        let n = self.number()?;
+        let (start, end) = self.number()?;
+        let n = &self.s[start..end];
         if !n.iter().all(u8::is_ascii_digit) {
             return None;
         }

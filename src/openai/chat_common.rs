@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use super::chat::{ChatRequest, Message, ResponseFormat, Role};
+use super::cursor::Cursor;
 use super::tools::parse_tools;
 
 /// The request, or `None`: the full parser decides.
@@ -89,26 +90,21 @@ struct Reader<'a> {
     i: usize,
 }
 
-impl<'a> Reader<'a> {
-    fn bytes(&self) -> &'a [u8] {
+impl Cursor for Reader<'_> {
+    fn text(&self) -> &[u8] {
         self.text.as_bytes()
     }
 
-    fn peek(&self) -> Option<u8> {
-        self.bytes().get(self.i).copied()
+    fn at(&self) -> usize {
+        self.i
     }
 
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
+    fn set_at(&mut self, at: usize) {
+        self.i = at;
     }
+}
 
-    fn eat(&mut self, b: u8) -> Option<()> {
-        self.ws();
-        (self.peek()? == b).then(|| self.i += 1)
-    }
-
+impl<'a> Reader<'a> {
     /// `{`, members handed to `member` by key (positioned at the value), `}`.
     fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.list(b'{', b'}', |r| {
@@ -118,37 +114,11 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn list(
-        &mut self,
-        open: u8,
-        close: u8,
-        mut item: impl FnMut(&mut Self) -> Option<()>,
-    ) -> Option<()> {
-        self.eat(open)?;
-        self.ws();
-        if self.peek()? == close {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            item(self)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b if b == close => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
-    }
-
     /// A string with no escapes and no control characters: exactly the text between its quotes.
     fn plain_str(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        let len = self.bytes()[start..]
+        let len = self.text.as_bytes()[start..]
             .iter()
             .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
         self.i = start + len;
@@ -158,34 +128,24 @@ impl<'a> Reader<'a> {
 
     fn boolean(&mut self) -> Option<bool> {
         self.ws();
-        for (word, value) in [("true", true), ("false", false)] {
-            if self.text[self.i..].starts_with(word) {
-                self.i += word.len();
-                return Some(value);
-            }
+        if self.literal(b"true").is_some() {
+            return Some(true);
         }
-        None
+        self.literal(b"false").map(|()| false)
     }
 
     /// A token limit: plain digits, 1 to `u32::MAX`.
     fn count(&mut self) -> Option<u32> {
         self.ws();
-        let start = self.i;
-        if !matches!(self.peek()?, b'1'..=b'9') {
+        let (start, end) = self.number()?;
+        let text = &self.text[start..end];
+        if !text.starts_with(|c: char| matches!(c, '1'..='9'))
+            || !text.bytes().all(|b| b.is_ascii_digit())
+            || text.len() > 10
+        {
             return None;
         }
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.i += 1;
-        }
-        // A fraction or exponent makes it no integer; the full parser says so.
-        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) || self.i - start > 10 {
-            return None;
-        }
-        self.text[start..self.i]
-            .parse::<u64>()
-            .ok()?
-            .try_into()
-            .ok()
+        text.parse::<u64>().ok()?.try_into().ok()
     }
 
     /// A number in `min..=max`, written with at most 15 digits and no exponent: such a decimal converts to
@@ -193,39 +153,13 @@ impl<'a> Reader<'a> {
     /// the range check agrees with the full parser's even at the ends.
     fn number_within(&mut self, min: f64, max: f64) -> Option<()> {
         self.ws();
-        let start = self.i;
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek()? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            self.some_digits()?;
-        }
-        let text = &self.text[start..self.i];
-        if matches!(self.peek(), Some(b'e' | b'E'))
-            || text.bytes().filter(u8::is_ascii_digit).count() > 15
-        {
+        let (start, end) = self.number()?;
+        let text = &self.text[start..end];
+        if text.contains(['e', 'E']) || text.bytes().filter(u8::is_ascii_digit).count() > 15 {
             return None;
         }
         let n: f64 = text.parse().ok()?;
         (min..=max).contains(&n).then_some(())
-    }
-
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.i += 1;
-        }
-    }
-
-    fn some_digits(&mut self) -> Option<()> {
-        let start = self.i;
-        self.digits();
-        (self.i > start).then_some(())
     }
 
     /// `{"include_usage": bool, "include_obfuscation": bool}`, either optional.
@@ -256,11 +190,9 @@ impl<'a> Reader<'a> {
             "role" => once(&mut role, r.role()?),
             "content" => {
                 r.ws();
-                let text = if r.text[r.i..].starts_with("null") {
-                    r.i += 4;
-                    None
-                } else {
-                    Some(r.plain_str()?)
+                let text = match r.literal(b"null") {
+                    Some(()) => None,
+                    None => Some(r.plain_str()?),
                 };
                 once(&mut content, text)
             }

@@ -4,6 +4,7 @@
 pub mod chat;
 mod chat_common;
 pub mod completions;
+mod cursor;
 pub mod embeddings;
 pub mod error;
 pub mod json;
