@@ -299,6 +299,8 @@ fn stream(
         ChunkUsage::Absent
     };
     let paced = !schedule.pace.is_instant();
+    // An unpaced stream's gaps are all zero (one clock read serves its tokens): counted, then observed once.
+    let mut zero_gaps = 0;
     let mut ticker = schedule.ticker();
     let mut sse = res.start_sse(200, &[]);
     let result = (|| -> std::io::Result<faults::Ending> {
@@ -328,8 +330,10 @@ fn stream(
                 Some(_) if !paced => last_token,
                 _ => Instant::now(),
             };
-            if first_token.is_some() {
-                job.metrics.observe_itl(now - last_token);
+            match first_token {
+                Some(_) if paced => job.metrics.observe_itl(now - last_token),
+                Some(_) => zero_gaps += 1,
+                None => {}
             }
             first_token.get_or_insert(now);
             last_token = now;
@@ -362,6 +366,7 @@ fn stream(
         }
         Ok(faults::Ending::Finish)
     })();
+    job.metrics.observe_itls(Duration::ZERO, zero_gaps);
     match result {
         Ok(faults::Ending::Finish) if fault.is_none() => {
             sse.finish().ok()?;

@@ -41,14 +41,23 @@ impl<const N: usize> Histogram<N> {
 
     /// Adds one observation.
     pub fn observe(&self, value: Duration) {
+        self.observe_n(value, 1);
+    }
+
+    /// Adds `n` observations of the same value at once (an unpaced stream's zero gaps: one update rather
+    /// than three atomic adds per token).
+    pub fn observe_n(&self, value: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
         let secs = value.as_secs_f64();
         // Buckets are stored non-cumulatively and summed when rendered.
         if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
+            self.counts[i].fetch_add(n, Ordering::Relaxed);
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
         self.sum_micros
-            .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(value.as_micros() as u64 * n, Ordering::Relaxed);
     }
 
     /// The samples of one labelled series (the family's HELP and TYPE lines are written once, before).
@@ -138,6 +147,11 @@ impl ModelMetrics {
     /// One gap between tokens of a stream.
     pub fn observe_itl(&self, gap: Duration) {
         self.itl.observe(gap);
+    }
+
+    /// `n` inter-token gaps of the same length.
+    pub fn observe_itls(&self, gap: Duration, n: u64) {
+        self.itl.observe_n(gap, n);
     }
 }
 
@@ -350,6 +364,22 @@ mod tests {
         assert!(out.contains("x_bucket{m=\"a\",le=\"+Inf\"} 5\n"), "{out}");
         assert!(out.contains("x_sum{m=\"a\"} 5.605\n"), "{out}");
         assert!(out.contains("x_count{m=\"a\"} 5\n"), "{out}");
+    }
+
+    #[test]
+    fn observing_n_at_once_is_observing_n_times() {
+        let (once, each) = (Histogram::new([0.01, 0.1]), Histogram::new([0.01, 0.1]));
+        for (ms, n) in [(0, 19), (50, 3), (500, 2), (7, 0)] {
+            once.observe_n(Duration::from_millis(ms), n);
+            for _ in 0..n {
+                each.observe(Duration::from_millis(ms));
+            }
+        }
+        let (mut a, mut b) = (String::new(), String::new());
+        once.render(&mut a, "x", "m=\"a\"");
+        each.render(&mut b, "x", "m=\"a\"");
+        assert_eq!(a, b);
+        assert!(a.contains("x_count{m=\"a\"} 24\n"), "{a}");
     }
 
     #[test]

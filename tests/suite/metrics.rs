@@ -68,6 +68,41 @@ fn metrics_count_tokens_latency_and_responses() {
     assert!((1.0..=10.0).contains(&open), "{open}");
 }
 
+/// An unpaced stream's tokens all go out at once: its gaps are counted, as zero.
+#[test]
+fn unpaced_stream_gaps_count_as_zero() {
+    let server = Server::start(&[]);
+    let resp = server.send(&chat(&stream_body("Hello"), &[]));
+    assert!(resp.text().ends_with("data: [DONE]\n\n"));
+    let model = "{model_name=\"mock-gpt-model\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let text = loop {
+        let text = server.send(&get("/metrics", &[])).text().to_string();
+        let done = format!("vllm:e2e_request_latency_seconds_count{model} 1\n");
+        if text.contains(&done) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let m = |s: &str| metric(&text, s);
+    assert_eq!(m(&format!("vllm:generation_tokens_total{model}")), 13.0);
+    assert_eq!(
+        m(&format!("vllm:inter_token_latency_seconds_count{model}")),
+        12.0
+    );
+    assert_eq!(
+        m(&format!("vllm:inter_token_latency_seconds_sum{model}")),
+        0.0
+    );
+    let first_bucket = text
+        .lines()
+        .find(|l| {
+            l.starts_with("vllm:inter_token_latency_seconds_bucket{model_name=\"mock-gpt-model\"")
+        })
+        .unwrap();
+    assert!(first_bucket.ends_with(" 12"), "{first_bucket}");
+}
+
 #[test]
 fn metrics_count_rejections_by_class() {
     let server = Server::start(&["--api-key", "k1"]);
