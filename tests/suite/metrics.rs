@@ -1,11 +1,25 @@
 //! `GET /metrics`: Prometheus text with vLLM's metric names, counting what the server actually did.
 
-use crate::support::{chat, chat_body, get, stream_body, Server};
+use crate::support::{chat, chat_body, get, stream_body, Response, Server};
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// `/metrics` once it shows every line of `lines`, or after 3 s. The server records a stream after its last
+/// byte is sent, so a client can scrape before its own request shows up.
+fn scrape_until(server: &Server, lines: &[&str]) -> Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let resp = server.send(&get("/metrics", &[]));
+        let text = resp.text();
+        if lines.iter().all(|l| text.contains(l)) || std::time::Instant::now() > deadline {
+            return resp;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -17,19 +31,13 @@ fn metrics_count_tokens_latency_and_responses() {
     let resp = server.send(&chat(&stream_body("Hello"), &paced));
     assert!(resp.text().ends_with("data: [DONE]\n\n"));
     // No key needed: scrapers are not clients of the API.
-    // The server records a stream after its last byte is sent, so the client can get here first: scrape
-    // until the second request shows up (bounded), then check everything.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let resp = loop {
-        let resp = server.send(&get("/metrics", &[]));
-        let done = "vllm:e2e_request_latency_seconds_count{model_name=\"mock-gpt-model\"} 2\n";
-        let idle = "vllm:num_requests_running{model_name=\"mock-gpt-model\"} 0\n";
-        let text = resp.text();
-        if (text.contains(done) && text.contains(idle)) || std::time::Instant::now() > deadline {
-            break resp;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let resp = scrape_until(
+        &server,
+        &[
+            "vllm:e2e_request_latency_seconds_count{model_name=\"mock-gpt-model\"} 2\n",
+            "vllm:num_requests_running{model_name=\"mock-gpt-model\"} 0\n",
+        ],
+    );
     assert_eq!(resp.status, 200);
     assert!(resp
         .header("content-type")
@@ -75,16 +83,10 @@ fn unpaced_stream_gaps_count_as_zero() {
     let resp = server.send(&chat(&stream_body("Hello"), &[]));
     assert!(resp.text().ends_with("data: [DONE]\n\n"));
     let model = "{model_name=\"mock-gpt-model\"}";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let text = loop {
-        let text = server.send(&get("/metrics", &[])).text().to_string();
-        let done = format!("vllm:e2e_request_latency_seconds_count{model} 1\n");
-        if text.contains(&done) || std::time::Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let m = |s: &str| metric(&text, s);
+    let done = format!("vllm:e2e_request_latency_seconds_count{model} 1\n");
+    let resp = scrape_until(&server, &[&done]);
+    let text = resp.text();
+    let m = |s: &str| metric(text, s);
     assert_eq!(m(&format!("vllm:generation_tokens_total{model}")), 13.0);
     assert_eq!(
         m(&format!("vllm:inter_token_latency_seconds_count{model}")),
