@@ -156,7 +156,6 @@ pub fn exchange(
     abandon_after: Option<u32>,
     rec: &mut Record,
 ) -> bool {
-    let deadline = Instant::now() + timeout;
     if conn.timeout != Some(timeout) {
         // Set once per connection, not per request: each is a setsockopt call.
         let _ = conn.stream.set_read_timeout(Some(timeout));
@@ -164,6 +163,7 @@ pub fn exchange(
         conn.timeout = Some(timeout);
     }
     rec.sent = clock.elapsed();
+    let deadline = rec.sent + timeout;
     if let Err(e) = conn.stream.write_all(request) {
         rec.failure = Some(if conn.reused {
             Failure::Io
@@ -177,8 +177,13 @@ pub fn exchange(
     conn.body.clear();
     conn.events.clear();
     rec.content_events.reserve(conn.last_events);
-    let result = read_response(conn, clock, deadline, abandon_after, rec);
-    rec.end = clock.elapsed();
+    // Milestones are timed by the read that brought them: one clock reading per read, not per milestone.
+    let mut read_at = rec.sent;
+    let result = read_response(conn, clock, deadline, &mut read_at, abandon_after, rec);
+    rec.end = match result {
+        Ok(Ended::Complete { .. }) => read_at,
+        _ => clock.elapsed(),
+    };
     conn.last_events = rec.content_events.len();
     match result {
         Ok(Ended::Complete { keep }) => {
@@ -223,18 +228,25 @@ fn classify_connect(e: &io::Error) -> Failure {
     }
 }
 
-fn read_more(conn: &mut Connection, deadline: Instant) -> Result<usize, Failure> {
-    let now = Instant::now();
-    if now >= deadline {
+/// Reads more of the answer and sets `read_at` to when the read returned (an offset on `clock`).
+fn read_more(
+    conn: &mut Connection,
+    clock: Instant,
+    deadline: Duration,
+    read_at: &mut Duration,
+) -> Result<usize, Failure> {
+    // `read_at` is at most one read's processing old: close enough to check the deadline.
+    if *read_at >= deadline {
         return Err(Failure::Timeout);
     }
     // Shorten the socket timeout when the deadline is near, so a trickling server cannot stretch it.
-    let left = deadline - now;
+    let left = deadline - *read_at;
     if conn.timeout.is_some_and(|t| left < t / 2) {
         let _ = conn.stream.set_read_timeout(Some(left));
         conn.timeout = Some(left);
     }
     let result = conn.stream.read(conn.rbuf.spare());
+    *read_at = clock.elapsed();
     if let Ok(n) = result {
         conn.rbuf.filled(n);
     }
@@ -257,7 +269,8 @@ fn read_more(conn: &mut Connection, deadline: Instant) -> Result<usize, Failure>
 fn read_response(
     conn: &mut Connection,
     clock: Instant,
-    deadline: Instant,
+    deadline: Duration,
+    read_at: &mut Duration,
     abandon_after: Option<u32>,
     rec: &mut Record,
 ) -> Result<Ended, Failure> {
@@ -271,7 +284,7 @@ fn read_response(
         if hang_up(0) {
             return Ok(Ended::Abandoned);
         }
-        if read_more(conn, deadline)? == 0 {
+        if read_more(conn, clock, deadline, read_at)? == 0 {
             return Err(if conn.reused && conn.rbuf.is_empty() {
                 Failure::Io
             } else {
@@ -279,7 +292,7 @@ fn read_response(
             });
         }
     };
-    rec.head = Some(clock.elapsed());
+    rec.head = Some(*read_at);
     rec.bytes += head.len as u64;
     conn.rbuf.consume(head.len);
     let mut seen = 1u32;
@@ -291,10 +304,10 @@ fn read_response(
             break;
         }
         if !conn.rbuf.is_empty() {
-            rec.first_byte.get_or_insert_with(|| clock.elapsed());
+            rec.first_byte.get_or_insert(*read_at);
             // Events are read where they lie in the read buffer; other bodies are collected in `body`.
             let progress = if head.event_stream && head.status == 200 {
-                let now = clock.elapsed();
+                let now = *read_at;
                 let mut events = 0u32;
                 let (chunks, pending) = (&mut conn.chunks, &mut conn.events);
                 let progress = decoder.feed_pieces(conn.rbuf.bytes(), |piece| {
@@ -330,7 +343,7 @@ fn read_response(
             }
             return Ok(Ended::Abandoned);
         }
-        match read_more(conn, deadline)? {
+        match read_more(conn, clock, deadline, read_at)? {
             0 if head.framing == Framing::Close => break,
             0 => return Err(Failure::Io),
             _ => {}
@@ -342,7 +355,7 @@ fn read_response(
     if head.event_stream {
         stream_state.finish(rec)?;
     } else {
-        finish_json(&conn.body, clock.elapsed(), rec)?;
+        finish_json(&mut conn.chunks, &conn.body, *read_at, rec)?;
     }
     Ok(Ended::Complete {
         keep: !head.close && head.framing != Framing::Close,
@@ -424,8 +437,14 @@ impl StreamState {
     }
 }
 
-fn finish_json(body: &[u8], now: Duration, rec: &mut Record) -> Result<(), Failure> {
-    let chunk = chunk::read(body).map_err(|_| Failure::MalformedHttp)?;
+fn finish_json(
+    chunks: &mut chunk::Reader,
+    body: &[u8],
+    now: Duration,
+    rec: &mut Record,
+) -> Result<(), Failure> {
+    // The connection's reader: its last answer's shape usually fits this one.
+    let chunk = chunks.read(body).map_err(|_| Failure::MalformedHttp)?;
     if chunk.error {
         return Err(Failure::StreamError);
     }

@@ -162,18 +162,19 @@ impl Run {
         })
     }
 
-    /// One request on `conn` (opened if needed); returns the connection if it can be reused.
+    /// One request on `conn` (opened if needed), intended at `intended` and taken up at `now`; returns the
+    /// connection if it can be reused.
     fn one(
         &self,
         target: u8,
         index: usize,
         intended: Duration,
+        now: Duration,
         conn: Option<Connection>,
     ) -> Option<Connection> {
         let server = &self.servers[target as usize];
         let request = self.request_bytes(server, index);
         let abandon = workload::abandon_point(self.opts.seed, index, self.opts.disconnect);
-        let now = self.clock.elapsed();
         let mut rec = Record {
             target,
             warmup: intended < self.warmup_end,
@@ -226,8 +227,7 @@ impl Run {
         conn.filter(|_| keep)
     }
 
-    fn measuring_over(&self, measured_started: usize) -> bool {
-        let now = self.clock.elapsed();
+    fn measuring_over(&self, measured_started: usize, now: Duration) -> bool {
         match (self.opts.requests, self.opts.duration) {
             (Some(n), _) => measured_started >= n,
             (None, Some(d)) => now >= self.warmup_end + d,
@@ -264,12 +264,13 @@ fn closed_loop(run: &Arc<Run>) {
                     let warm = now < run.warmup_end;
                     if !warm {
                         let started = measured.fetch_add(1, Ordering::Relaxed);
-                        if run.measuring_over(started) {
+                        if run.measuring_over(started, now) {
                             break;
                         }
                     }
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    conn = run.one(target, index, now, conn.take());
+                    // Taken up the moment it is intended: one clock reading serves both.
+                    conn = run.one(target, index, now, now, conn.take());
                 }
             }));
         }
@@ -304,7 +305,8 @@ fn open_loop(run: &Arc<Run>) {
             handles.push(spawn(move || {
                 let server = &run.servers[target as usize];
                 let conn = server.pool.lock().ok().and_then(|mut p| p.pop());
-                if let Some(conn) = run.one(target, index, at, conn) {
+                let began = run.clock.elapsed();
+                if let Some(conn) = run.one(target, index, at, began, conn) {
                     if let Ok(mut pool) = server.pool.lock() {
                         pool.push(conn);
                     }
