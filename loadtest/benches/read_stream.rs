@@ -1,8 +1,12 @@
 //! What standin-load spends reading one streamed answer, without a socket: the head, the chunked body, the
 //! events, and every chunk's facts. Each way of reading the chunks runs on the same bytes in the same run,
 //! so their ratio means something on a noisy machine:
-//! - `shapes`: what the client does (events read in place, a per-connection chunk reader that remembers
-//!   chunk shapes across streams);
+//! - `shapes`: what the client does on one connection (events read in place, a chunk reader whose shapes
+//!   carry over across streams);
+//! - `conns_shared`, `conns_own`: answers taken in turn by 256 connections, each copying its answer into its
+//!   own read buffer as the kernel does; their readers share one set of shapes (what the client does) or
+//!   each keep their own (as before the shapes were shared): sharing is for memory, and should cost no
+//!   time;
 //! - `per_stream`: a new chunk reader for each stream, so shapes help only within one (as before they
 //!   carried over);
 //! - `scanner`: the one-pass scanner on every chunk, nothing remembered;
@@ -26,6 +30,8 @@ use sse::{parse_head, BodyDecoder, Events, Progress};
 /// Streams read per sample, each with its own id, as consecutive answers on one connection.
 const STREAMS: usize = 64;
 const SAMPLES: usize = 10;
+/// Connections taking the answers in turn in the `conns_*` ways (the README's stream benchmarks use 256).
+const CONNS: usize = 256;
 
 /// One answer as standin writes it for an 8-word prompt: role, 20 content chunks, finish, usage, `[DONE]`,
 /// in one HTTP chunk.
@@ -71,6 +77,10 @@ fn answer(n: usize) -> Vec<u8> {
 #[derive(Clone, Copy)]
 enum Way {
     Shapes,
+    /// 256 connections; whether their readers share shapes.
+    Conns {
+        shared: bool,
+    },
     PerStream,
     Scanner,
     Serde,
@@ -90,7 +100,7 @@ fn read(answer: &[u8], way: Way, reader: &mut chunk::Reader, events: &mut Events
                 return;
             }
             let facts = match way {
-                Way::Shapes | Way::PerStream => reader.read(data),
+                Way::Shapes | Way::Conns { .. } | Way::PerStream => reader.read(data),
                 Way::Scanner => chunk::read(data),
                 Way::Serde => chunk::by_serde(data),
             }
@@ -111,6 +121,8 @@ fn main() {
     let rounds = if quick { 2 } else { 400 };
     let ways = [
         ("shapes", Way::Shapes),
+        ("conns_shared", Way::Conns { shared: true }),
+        ("conns_own", Way::Conns { shared: false }),
         ("per_stream", Way::PerStream),
         ("scanner", Way::Scanner),
         ("serde", Way::Serde),
@@ -120,14 +132,38 @@ fn main() {
     for _ in 0..if quick { 1 } else { SAMPLES } {
         for (k, &(_, way)) in ways.iter().enumerate() {
             let mut reader = chunk::Reader::default();
+            let shapes = std::sync::Arc::new(chunk::Shapes::default());
+            let mut conns: Vec<(chunk::Reader, Events, Vec<u8>)> = match way {
+                Way::Conns { shared } => (0..CONNS)
+                    .map(|_| {
+                        let reader = if shared {
+                            chunk::Reader::new(shapes.clone())
+                        } else {
+                            chunk::Reader::default()
+                        };
+                        (reader, Events::default(), vec![0; 16 * 1024])
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             let mut events = Events::default();
+            let mut turn = 0;
             let started = Instant::now();
             for _ in 0..rounds {
                 for answer in &answers {
-                    if let Way::PerStream = way {
-                        reader = chunk::Reader::default();
-                    }
-                    let (content, tokens) = read(black_box(answer), way, &mut reader, &mut events);
+                    let (content, tokens) = match way {
+                        Way::Conns { .. } => {
+                            let (reader, events, buf) = &mut conns[turn % CONNS];
+                            turn += 1;
+                            buf[..answer.len()].copy_from_slice(answer);
+                            read(black_box(&buf[..answer.len()]), way, reader, events)
+                        }
+                        Way::PerStream => {
+                            reader = chunk::Reader::default();
+                            read(black_box(answer), way, &mut reader, &mut events)
+                        }
+                        _ => read(black_box(answer), way, &mut reader, &mut events),
+                    };
                     assert_eq!((content, tokens), (20, 20));
                 }
             }

@@ -4,6 +4,9 @@
 //! differential tests below hold the scanner to it). At 20,000 events/s per core the parse is most of the
 //! harness's user time, and the harness must never be the bottleneck.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
 use serde::Deserialize;
 
 // The JSON cursor the server's one-pass request reader uses too (the harness does not link the server).
@@ -40,24 +43,64 @@ pub fn read(data: &[u8]) -> Result<Facts, Invalid> {
     }
 }
 
-/// Chunk shapes a [`Reader`] remembers: a stream's role, content, finish and usage chunks.
-const SHAPES: usize = 4;
+/// Chunk shapes a run's readers share. A server's streams have a handful (role, content, finish, usage
+/// chunks, and one answer shape without a stream); the slots fill with the first ones seen and stay.
+const SLOTS: usize = 16;
 
-/// Reads the chunks of a connection's streams, remembering the shapes of the last few it scanned. A chunk
-/// that differs from one of them only inside value strings and numbers (the id, `created`, the content
-/// text, the token counts) is answered by comparing the bytes between those and reading just the ones a
-/// fact depends on: whether the content text is empty, and the counts. A stream's chunks then cost a byte
-/// comparison each, after the first stream on the connection.
+/// The shapes every connection to one server learns into and reads from. Kept once, not per connection:
+/// per-connection copies cost about 2.6 KB each (the harness's peak RSS at 10,000 streams fell from 267 to
+/// 242 MB). A slot is written once and then only read, so readers on different workers share it without
+/// locks.
 #[derive(Debug, Default)]
+pub struct Shapes {
+    slots: [OnceLock<Shape>; SLOTS],
+    /// Slots filled so far (a hint: a slot below it is always filled).
+    filled: AtomicUsize,
+}
+
+impl Shapes {
+    fn get(&self, i: usize) -> Option<&Shape> {
+        self.slots.get(i)?.get()
+    }
+
+    /// Learns a scanned chunk's shape into the first free slot, unless all are taken.
+    fn learn(&self, shape: Shape) -> Option<usize> {
+        let mut shape = shape;
+        for i in self.filled.load(Ordering::Acquire)..SLOTS {
+            match self.slots[i].set(shape) {
+                Ok(()) => {
+                    self.filled.fetch_max(i + 1, Ordering::AcqRel);
+                    return Some(i);
+                }
+                // Another reader filled it first: ours goes to the next.
+                Err(back) => shape = back,
+            }
+        }
+        None
+    }
+}
+
+/// Reads the chunks of one connection's streams through a run's [`Shapes`]. A chunk that differs from a
+/// shape only inside value strings and numbers (the id, `created`, the content text, the token counts) is
+/// answered by comparing the bytes between those and reading just the ones a fact depends on: whether the
+/// content text is empty, and the counts. A chunk that differs from the connection's previous one only in
+/// its content text is answered by two comparisons. Everything else is scanned.
+#[derive(Debug)]
 pub struct Reader {
-    shapes: Vec<Shape>,
-    /// The shape the last chunk matched.
+    shapes: Arc<Shapes>,
+    /// The slot the last chunk matched or was learned into.
     last: Option<usize>,
-    /// Counts reads, for replacing the least recently matched shape.
-    reads: u64,
+    /// Per slot, the slot matched right after it last time (`NONE` when unknown).
+    next: [u8; SLOTS],
+    /// The previous chunk, its facts and its content text's span, for the comparison around the content.
+    prev: Vec<u8>,
+    prev_facts: Facts,
+    prev_content: Option<(usize, usize)>,
     /// Scratch: the free parts of the chunk being read.
     spans: Vec<Span>,
 }
+
+const NONE: u8 = u8::MAX;
 
 /// A scanned chunk and where its free parts lie, in order.
 #[derive(Debug, Default)]
@@ -65,11 +108,6 @@ struct Shape {
     bytes: Vec<u8>,
     facts: Facts,
     spans: Vec<Span>,
-    /// The content text's span, for the quick comparison around it.
-    content: Option<(usize, usize)>,
-    /// The shape matched right after this one, last time another followed it.
-    next: Option<usize>,
-    used: u64,
 }
 
 /// A part of a chunk that may differ from its shape's: a string's text (between the quotes) or a number.
@@ -93,122 +131,132 @@ enum Free {
     Completion,
 }
 
+impl Default for Reader {
+    /// A reader with shapes of its own.
+    fn default() -> Self {
+        Reader::new(Arc::default())
+    }
+}
+
 impl Reader {
+    /// A reader learning into and reading from `shapes`.
+    pub fn new(shapes: Arc<Shapes>) -> Self {
+        Reader {
+            shapes,
+            last: None,
+            next: [NONE; SLOTS],
+            prev: Vec::new(),
+            prev_facts: Facts::default(),
+            prev_content: None,
+            spans: Vec::new(),
+        }
+    }
+
     /// Reads one chunk, as [`read`] would.
     pub fn read(&mut self, data: &[u8]) -> Result<Facts, Invalid> {
-        self.reads += 1;
-        if let Some(last) = self.last {
-            if let Some(facts) = self.shapes[last].around_content(data) {
-                self.shapes[last].used = self.reads;
-                return Ok(facts);
-            }
+        if let Some(facts) = self.around_content(data) {
+            return Ok(facts);
         }
         if let Some((at, facts)) = self.match_shape(data) {
             if let Some(last) = self.last.filter(|&l| l != at) {
-                self.shapes[last].next = Some(at);
+                self.next[last] = at as u8;
             }
             self.last = Some(at);
-            // The shape takes this chunk's bytes, so the next chunks of its stream (same id) compare
-            // around the content text alone.
-            let shape = &mut self.shapes[at];
-            shape.used = self.reads;
-            shape.bytes.clear();
-            shape.bytes.extend_from_slice(data);
-            std::mem::swap(&mut shape.spans, &mut self.spans);
-            shape.content = shape
-                .spans
-                .iter()
-                .find(|s| s.free == Free::Content)
-                .map(|s| (s.start, s.end));
+            let content = self.spans.iter().find(|s| s.free == Free::Content);
+            self.keep(data, facts, content.map(|s| (s.start, s.end)));
             return Ok(facts);
         }
         self.spans.clear();
         match scan(data, Some(&mut self.spans)) {
             Some((facts, content)) => {
-                self.remember(data, facts, content);
+                self.learn(data, facts, content);
+                self.keep(data, facts, content);
                 Ok(facts)
             }
             None => {
                 self.last = None;
+                self.prev_content = None;
                 by_serde(data)
             }
         }
     }
 
-    /// The first remembered shape `data` fits (the one that followed the last matched, then the others),
-    /// with `data`'s own spans left in `self.spans`.
+    /// Keeps `data` as the previous chunk, so the next of its stream (same id) compares around the content
+    /// text alone.
+    fn keep(&mut self, data: &[u8], facts: Facts, content: Option<(usize, usize)>) {
+        self.prev.clear();
+        self.prev.extend_from_slice(data);
+        self.prev_facts = facts;
+        self.prev_content = content;
+    }
+
+    /// `data` is the previous chunk with other text in its content string: everything before and after the
+    /// string's text is identical, and the new text needs no escapes. The common case within a stream, and
+    /// two comparisons.
+    fn around_content(&self, data: &[u8]) -> Option<Facts> {
+        let (start, end) = self.prev_content?;
+        let tail = &self.prev[end..];
+        if data.len() < start + tail.len() {
+            return None;
+        }
+        let text_end = data.len() - tail.len();
+        if data[..start] != self.prev[..start] || data[text_end..] != *tail {
+            return None;
+        }
+        let text = plain_text(data, start, text_end)?;
+        Some(Facts {
+            content: !text.is_empty(),
+            ..self.prev_facts
+        })
+    }
+
+    /// The first shape `data` fits (the one that followed the last matched, then the others), with
+    /// `data`'s own spans left in `self.spans`.
     fn match_shape(&mut self, data: &[u8]) -> Option<(usize, Facts)> {
-        let predicted = self.last.and_then(|l| self.shapes[l].next);
-        let first = predicted.into_iter();
-        let rest = (0..self.shapes.len()).filter(|&i| Some(i) != predicted);
-        for i in first.chain(rest) {
-            if let Some(facts) = self.shapes[i].fit(data, &mut self.spans) {
+        let predicted = self
+            .last
+            .map(|l| usize::from(self.next[l]))
+            .filter(|&p| p < SLOTS);
+        let filled = self.shapes.filled.load(Ordering::Acquire);
+        let rest = (0..filled).filter(|&i| Some(i) != predicted);
+        for i in predicted.into_iter().chain(rest) {
+            let Some(shape) = self.shapes.get(i) else {
+                continue;
+            };
+            if let Some(facts) = shape.fit(data, &mut self.spans) {
                 return Some((i, facts));
             }
         }
         None
     }
 
-    fn remember(&mut self, data: &[u8], facts: Facts, content: Option<(usize, usize)>) {
-        let at = if self.shapes.len() < SHAPES {
-            self.shapes.push(Shape::default());
-            self.shapes.len() - 1
-        } else {
-            let oldest = (0..SHAPES)
-                .min_by_key(|&i| self.shapes[i].used)
-                .unwrap_or(0);
-            for shape in &mut self.shapes {
-                if shape.next == Some(oldest) {
-                    shape.next = None;
-                }
-            }
-            oldest
-        };
-        if let Some(last) = self.last.filter(|&l| l != at) {
-            self.shapes[last].next = Some(at);
-        }
-        let shape = &mut self.shapes[at];
-        shape.bytes.clear();
-        shape.bytes.extend_from_slice(data);
-        shape.facts = facts;
-        shape.content = content;
-        shape.next = None;
-        shape.used = self.reads;
-        shape.spans.clear();
-        shape.spans.extend_from_slice(&self.spans);
+    /// Learns a scanned chunk's shape, when a slot is free.
+    fn learn(&mut self, data: &[u8], facts: Facts, content: Option<(usize, usize)>) {
+        let mut spans = self.spans.clone();
         if let Some((start, end)) = content {
-            shape.spans.push(Span {
+            spans.push(Span {
                 start,
                 end,
                 free: Free::Content,
             });
         }
-        shape.spans.sort_unstable_by_key(|s| s.start);
-        self.last = Some(at);
+        spans.sort_unstable_by_key(|s| s.start);
+        let shape = Shape {
+            bytes: data.to_vec(),
+            facts,
+            spans,
+        };
+        let at = self.shapes.learn(shape);
+        if let (Some(last), Some(at)) = (self.last, at) {
+            if last != at {
+                self.next[last] = at as u8;
+            }
+        }
+        self.last = at;
     }
 }
 
 impl Shape {
-    /// `data` is this chunk with other text in its content string: everything before and after the
-    /// string's text is identical, and the new text needs no escapes. The common case within a stream, and
-    /// two comparisons.
-    fn around_content(&self, data: &[u8]) -> Option<Facts> {
-        let (start, end) = self.content?;
-        let tail = &self.bytes[end..];
-        if data.len() < start + tail.len() {
-            return None;
-        }
-        let text_end = data.len() - tail.len();
-        if data[..start] != self.bytes[..start] || data[text_end..] != *tail {
-            return None;
-        }
-        let text = plain_text(data, start, text_end)?;
-        Some(Facts {
-            content: !text.is_empty(),
-            ..self.facts
-        })
-    }
-
     /// `data` is this chunk with other plain text in free strings and other numbers in free numbers: then
     /// it is the same JSON structure with the same keys, and only the content and counts can differ.
     /// `spans` gets where the free parts lie in `data`.
@@ -859,11 +907,9 @@ mod tests {
     impl Reader {
         /// Whether a remembered shape answers `data` (no scan).
         pub(super) fn knows(&self, data: &[u8]) -> bool {
-            self.last
-                .is_some_and(|l| self.shapes[l].around_content(data).is_some())
-                || self
-                    .shapes
-                    .iter()
+            self.around_content(data).is_some()
+                || (0..SLOTS)
+                    .filter_map(|i| self.shapes.get(i))
                     .any(|s| s.fit(data, &mut Vec::new()).is_some())
         }
     }
@@ -907,7 +953,8 @@ mod tests {
     }
 
     /// standin's stream shape, twice with another id, `created`, text and token counts: the second stream is
-    /// answered entirely by the shapes the first left, with the facts of its own bytes.
+    /// answered entirely by the shapes the first left, with the facts of its own bytes, on the same
+    /// connection and on another sharing the shapes.
     #[test]
     fn shapes_carry_over_to_the_next_stream() {
         let stream = |id: &str, created: u64, words: &[&str], prompt: u64| {
@@ -932,7 +979,8 @@ mod tests {
             ));
             chunks
         };
-        let mut reader = Reader::default();
+        let shapes = Arc::new(Shapes::default());
+        let mut reader = Reader::new(Arc::clone(&shapes));
         for chunk in stream("a1", 1_700_000_000, &["Hi", " there", "!"], 9) {
             assert_eq!(reader.read(chunk.as_bytes()), by_serde(chunk.as_bytes()));
         }
@@ -942,29 +990,42 @@ mod tests {
             &["One", "", " two", " three", " four"],
             123,
         );
-        for chunk in &next {
-            assert!(reader.knows(chunk.as_bytes()), "scanned again: {chunk}");
-            assert_eq!(
-                reader.read(chunk.as_bytes()),
-                by_serde(chunk.as_bytes()),
-                "{chunk}"
-            );
+        for mut reader in [reader, Reader::new(Arc::clone(&shapes))] {
+            for chunk in &next {
+                assert!(reader.knows(chunk.as_bytes()), "scanned again: {chunk}");
+                assert_eq!(
+                    reader.read(chunk.as_bytes()),
+                    by_serde(chunk.as_bytes()),
+                    "{chunk}"
+                );
+            }
+            let usage = reader.read(next.last().unwrap().as_bytes()).unwrap();
+            assert_eq!(usage.usage, Some((123, 5)));
+            assert!(!reader.read(next[2].as_bytes()).unwrap().content);
         }
-        let usage = reader.read(next.last().unwrap().as_bytes()).unwrap();
-        assert_eq!(usage.usage, Some((123, 5)));
-        assert!(!reader.read(next[2].as_bytes()).unwrap().content);
-        // A fifth shape pushes out the least recently matched; the reader still answers right.
-        let other = SAMPLES[4].as_bytes();
-        assert!(!reader.knows(other));
-        assert_eq!(reader.read(other), by_serde(other));
-        assert_eq!(reader.shapes.len(), SHAPES);
-        for chunk in &next {
-            assert_eq!(
-                reader.read(chunk.as_bytes()),
-                by_serde(chunk.as_bytes()),
-                "{chunk}"
-            );
+        // Role, content, finish and usage: four shapes, whoever learned them.
+        assert_eq!(shapes.filled.load(Ordering::Relaxed), 4);
+    }
+
+    /// Once every slot is taken, a new shape is scanned each time, answers as serde_json does, and does not
+    /// displace the shapes learned first.
+    #[test]
+    fn full_slots_scan_new_shapes() {
+        let mut reader = Reader::default();
+        let odd = |k: usize| format!(r#"{{"choices":[{{"text":"x"}}],"k{k}":1}}"#);
+        for k in 0..SLOTS + 3 {
+            let chunk = odd(k);
+            assert!(!reader.knows(chunk.as_bytes()));
+            assert_eq!(reader.read(chunk.as_bytes()), by_serde(chunk.as_bytes()));
         }
+        assert_eq!(reader.shapes.filled.load(Ordering::Relaxed), SLOTS);
+        let late = odd(SLOTS + 1);
+        reader.read(SAMPLES[0].as_bytes()).unwrap();
+        assert!(!reader.knows(late.as_bytes()));
+        assert_eq!(reader.read(late.as_bytes()), by_serde(late.as_bytes()));
+        let first = odd(0).replace(r#""x""#, r#""yz""#);
+        assert!(reader.knows(first.as_bytes()));
+        assert_eq!(reader.read(first.as_bytes()), by_serde(first.as_bytes()));
     }
 
     /// Mutations of chunks the reader has seen, mostly inside and next to the parts its shapes leave free:

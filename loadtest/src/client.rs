@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
@@ -94,11 +95,13 @@ impl ReadBuf {
     }
 }
 
-/// Opens a connection, optionally from a given local address (to spread ports over 127.0.0.x).
+/// Opens a connection, optionally from a given local address (to spread ports over 127.0.0.x), whose
+/// answers are read through `shapes` (shared by the connections to one server).
 pub fn connect(
     addr: SocketAddr,
     source: Option<IpAddr>,
     timeout: Duration,
+    shapes: &Arc<chunk::Shapes>,
 ) -> io::Result<Connection> {
     let stream = match source {
         None => TcpStream::connect_timeout(&addr, timeout)?,
@@ -111,7 +114,7 @@ pub fn connect(
         timeout: None,
         body: Vec::new(),
         events: Events::default(),
-        chunks: chunk::Reader::default(),
+        chunks: chunk::Reader::new(Arc::clone(shapes)),
         last_events: 0,
         reused: false,
     })

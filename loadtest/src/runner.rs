@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use may::sync::{Mutex, Semphore};
 
+use crate::chunk;
 use crate::cli::Options;
 use crate::client::{self, Connection, Target};
 use crate::record::{Failure, Record};
@@ -37,6 +38,8 @@ struct Server {
     pool: Mutex<Vec<Connection>>,
     /// Whole requests built once when they do not depend on the index (fixed prompt, JSONL bodies).
     prebuilt: Vec<Vec<u8>>,
+    /// The answer shapes its connections learn and share.
+    shapes: Arc<chunk::Shapes>,
 }
 
 /// Live counters shared with the progress line.
@@ -89,6 +92,7 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
             path: format!("{prefix}{endpoint}"),
             pool: Mutex::new(Vec::new()),
             prebuilt: Vec::new(),
+            shapes: Arc::default(),
         };
         server.prebuilt = match &opts.prompts {
             Prompts::Fixed(_) => vec![build_request(opts, &server, 0)],
@@ -146,7 +150,12 @@ impl Run {
 
     fn connect(&self, server: &Server) -> std::io::Result<Connection> {
         self.connecting.wait();
-        let conn = client::connect(server.target.addr, self.source(), self.opts.timeout);
+        let conn = client::connect(
+            server.target.addr,
+            self.source(),
+            self.opts.timeout,
+            &server.shapes,
+        );
         self.connecting.post();
         if conn.is_ok() {
             self.counters.connections.fetch_add(1, Ordering::Relaxed);
