@@ -99,8 +99,11 @@ impl Conn {
     fn run<H: Handler>(&mut self, handler: &H, limits: &Limits) {
         loop {
             // When the request's first byte arrived: the start of its access-log duration and of any pacing.
-            let mut started = Instant::now();
-            let head = match self.read_head(limits, &mut started) {
+            // Read from the clock here only for a request already buffered; otherwise its first read says.
+            let mut started = (!self.rbuf.is_empty()).then(Instant::now);
+            let head = self.read_head(limits, &mut started);
+            let started = started.unwrap_or_else(Instant::now);
+            let head = match head {
                 Ok(head) => head,
                 Err(Some(error)) => return self.fail(handler, error, started),
                 Err(None) => return,
@@ -147,13 +150,13 @@ impl Conn {
     }
 
     /// Waits for a whole head. `Err(None)` means the connection ended quietly (EOF or idle timeout).
-    /// `started` is moved to when the first byte arrives (it stays put for an already-buffered request).
+    /// `started` is set to when the first byte arrives (it stays put for an already-buffered request).
     fn read_head(
         &mut self,
         limits: &Limits,
-        started: &mut Instant,
+        started: &mut Option<Instant>,
     ) -> Result<Head, Option<HttpError>> {
-        let mut deadline = (!self.rbuf.is_empty()).then(|| *started + limits.header_timeout);
+        let mut deadline = started.map(|at| at + limits.header_timeout);
         loop {
             if !self.rbuf.is_empty() {
                 if let Status::Complete(head) =
@@ -172,8 +175,11 @@ impl Conn {
             match self.read_more(timeout, first && self.stamped) {
                 Ok(arrived) => {
                     if first {
-                        *started = arrived.unwrap_or_else(Instant::now);
-                        deadline = Some(*started + limits.header_timeout);
+                        let at = arrived.unwrap_or_else(Instant::now);
+                        *started = Some(at);
+                        deadline = Some(at + limits.header_timeout);
+                        // Just set from now: it cannot have passed.
+                        continue;
                     }
                 }
                 Err(ReadEnd::TimedOut) if deadline.is_some() => {
@@ -189,7 +195,9 @@ impl Conn {
 
     /// Reads the body that `head` announces; returns its length.
     fn read_body(&mut self, head: &Head, limits: &Limits) -> Result<usize, Option<HttpError>> {
-        let deadline = Instant::now() + limits.body_timeout;
+        // Set when the first read is needed: a body that came with its head costs no clock reading.
+        let mut deadline = None;
+        let mut deadline = || *deadline.get_or_insert_with(|| Instant::now() + limits.body_timeout);
         match head.framing {
             Framing::Empty => Ok(0),
             Framing::Length(n) => {
@@ -200,7 +208,7 @@ impl Conn {
                     self.send_continue()?;
                 }
                 while self.rbuf.len() < head.len + n {
-                    self.read_body_bytes(deadline)?;
+                    self.read_body_bytes(deadline())?;
                 }
                 Ok(n)
             }
@@ -221,7 +229,7 @@ impl Conn {
                     if decoder.is_done() {
                         return Ok(self.chunked_body.len());
                     }
-                    self.read_body_bytes(deadline)?;
+                    self.read_body_bytes(deadline())?;
                 }
             }
         }

@@ -24,15 +24,30 @@ impl Default for DateCache {
 impl DateCache {
     /// The current date in IMF-fixdate form.
     pub fn now(&mut self) -> &[u8] {
-        let second = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let second = unix_second();
         if second != self.second {
             self.second = second;
             format_date(second, &mut self.text);
         }
         &self.text
     }
+}
+
+/// The wall clock's second from the kernel's coarse clock: a copy of the last tick's time, with no clock
+/// source read (each response asks, and a second's resolution is all a `Date` needs).
+#[allow(unsafe_code)]
+fn unix_second() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        return ts.tv_sec as u64;
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Formats unix seconds as IMF-fixdate (RFC 9110 5.6.7).
@@ -98,6 +113,24 @@ mod tests {
         assert_eq!(text(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(text(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(text(1_795_651_199), "Wed, 25 Nov 2026 23:59:59 GMT");
+    }
+
+    #[test]
+    fn coarse_second_is_the_wall_clock_second() {
+        let secs = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let before = secs();
+        let coarse = unix_second();
+        let after = secs();
+        // The coarse clock lags by at most a tick (a few ms), which may still be the previous second.
+        assert!(
+            before - 1 <= coarse && coarse <= after,
+            "{before} {coarse} {after}"
+        );
     }
 
     #[test]

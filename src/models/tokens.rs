@@ -39,15 +39,33 @@ impl<'a> Iterator for Tokens<'a> {
 }
 
 /// Number of tokens in `text`: its runs of non-whitespace, or one for text that is only whitespace. Counted
-/// byte by byte for ASCII text (usage is counted on every request), by [`split`] otherwise.
+/// eight bytes at a time for ASCII text (usage is counted on every request), by [`split`] otherwise.
 pub fn count(text: &str) -> usize {
     if !text.is_ascii() {
         return split(text).count();
     }
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    // Per byte, exactly (ASCII bytes, no borrow between bytes): the top bit is set where the byte is >= n.
+    let at_least = |x: u64, n: u8| ((x | HIGHS) - ONES * u64::from(n)) & HIGHS;
+    let bytes = text.as_bytes();
     let mut words = 0;
-    let mut in_word = false;
-    for &b in text.as_bytes() {
-        // `char::is_whitespace` on ASCII: space, \t, \n, vertical tab, form feed, \r.
+    // The top bit of a byte before the text: "after whitespace", so a first word counts.
+    let mut after_space = 0x80u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // `char::is_whitespace` on ASCII: \t, \n, vertical tab, form feed, \r (0x09..=0x0d) and space.
+        let control = at_least(x, 0x09) & !at_least(x, 0x0e);
+        let space = at_least(x, b' ') & !at_least(x, b' ' + 1);
+        let white = control | space;
+        // A word starts at a non-space byte whose previous byte is space.
+        let starts = !white & HIGHS & ((white << 8) | after_space);
+        words += starts.count_ones() as usize;
+        after_space = (white >> 56) & 0x80;
+    }
+    let mut in_word = after_space == 0;
+    for &b in chunks.remainder() {
         let space = matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
         words += usize::from(!space && !in_word);
         in_word = !space;
@@ -62,6 +80,25 @@ pub fn count(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Texts of every length to 40 over a small alphabet with every kind of ASCII whitespace: the count
+    /// eight bytes at a time agrees with the tokens `split` gives.
+    #[test]
+    fn count_agrees_with_split() {
+        const ALPHABET: &[u8] = b"ab \t\n\x0b\x0c\r!~\x08\x0e\x1f\x21";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = round % 41;
+            let text: String = (0..len)
+                .map(|k| ALPHABET[((state >> (k % 60)) as usize + k * 7) % ALPHABET.len()] as char)
+                .collect();
+            assert_eq!(count(&text), split(&text).count(), "{text:?}");
+        }
+        assert_eq!(count("héllo wörld"), 2);
+    }
 
     #[test]
     fn words_carry_their_leading_space() {

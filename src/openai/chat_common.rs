@@ -118,12 +118,14 @@ impl<'a> Reader<'a> {
     fn plain_str(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        let len = self.text.as_bytes()[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        self.i = start + len;
-        self.eat(b'"')?;
-        Some(&self.text[start..start + len])
+        let end = super::json::plain_run_end(self.text.as_bytes(), start);
+        // The closing quote right where the run ends: not `eat`, which would step over a raw tab or newline
+        // (invalid inside a string) before it.
+        if self.text.as_bytes().get(end) != Some(&b'"') {
+            return None;
+        }
+        self.i = end + 1;
+        Some(&self.text[start..end])
     }
 
     fn boolean(&mut self) -> Option<bool> {
@@ -295,6 +297,9 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"x"}]} x"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],}"#,
             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"tab\there\"}]}",
+            // A raw control character right before the closing quote.
+            "{\"model\":\"m\t\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+            "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\r\n\"}]}",
             "\u{feff}{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
         ] {
             assert_eq!(quick(body), None, "{body}");
@@ -363,7 +368,7 @@ mod tests {
             "tool",
             "x",
         ];
-        const MUTATE: &[u8] = b"{}[]:,\" \\0123456789.eE+-truefalsn";
+        const MUTATE: &[u8] = b"{}[]:,\" \\0123456789.eE+-truefalsn\t\n\r\x01";
         let mut rng = Rng(3);
         let (mut answered, mut total) = (0, 0);
         for _ in 0..40_000 {

@@ -19,6 +19,19 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Appends the object as serde_json writes it (a unit test holds them together): each request writes
+    /// one, and serde_json escapes each key it writes.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"prompt_tokens\":");
+        out.extend_from_slice(number.format(self.prompt_tokens).as_bytes());
+        out.extend_from_slice(b",\"completion_tokens\":");
+        out.extend_from_slice(number.format(self.completion_tokens).as_bytes());
+        out.extend_from_slice(b",\"total_tokens\":");
+        out.extend_from_slice(number.format(self.total_tokens).as_bytes());
+        out.push(b'}');
+    }
+
     /// Usage from the two counts.
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
         Usage {
@@ -124,13 +137,13 @@ pub fn write_completion(
 ) {
     let mut number = itoa::Buffer::new();
     out.extend_from_slice(b"{\"id\":");
-    let _ = serde_json::to_writer(&mut *out, meta.id);
+    write_str(&mut *out, meta.id);
     out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
     out.extend_from_slice(number.format(meta.created).as_bytes());
     out.extend_from_slice(b",\"model\":");
-    let _ = serde_json::to_writer(&mut *out, meta.model);
+    write_str(&mut *out, meta.model);
     out.extend_from_slice(b",\"system_fingerprint\":");
-    let _ = serde_json::to_writer(&mut *out, SYSTEM_FINGERPRINT);
+    write_str(&mut *out, SYSTEM_FINGERPRINT);
     out.extend_from_slice(b",\"choices\":[");
     for index in 0..n {
         if index > 0 {
@@ -139,14 +152,33 @@ pub fn write_completion(
         out.extend_from_slice(b"{\"index\":");
         out.extend_from_slice(number.format(index).as_bytes());
         out.extend_from_slice(b",\"message\":{\"role\":\"assistant\",\"content\":");
-        let _ = serde_json::to_writer(&mut *out, content);
+        write_str(&mut *out, content);
         out.extend_from_slice(b",\"refusal\":null},\"logprobs\":null,\"finish_reason\":");
-        let _ = serde_json::to_writer(&mut *out, finish_reason);
+        write_str(&mut *out, finish_reason);
         out.push(b'}');
     }
     out.extend_from_slice(b"],\"usage\":");
-    let _ = serde_json::to_writer(&mut *out, &usage);
+    usage.write_json(out);
     out.push(b'}');
+}
+
+/// Appends `s` as a JSON string, as serde_json writes it. Most strings need no escape (ids, model names,
+/// text without quotes, backslashes or control characters): they are checked eight bytes at a time and
+/// copied whole, and only the others go through serde_json's byte-by-byte escaping.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        let _ = serde_json::to_writer(out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether `s` holds a byte JSON strings escape: `"`, `\\` or a control character below 0x20.
+fn needs_escape(s: &[u8]) -> bool {
+    super::json::plain_run_end(s, 0) != s.len()
 }
 
 /// A function call in a reply (`ChatCompletionMessageToolCall`).
@@ -512,13 +544,13 @@ impl ContentChunks {
     pub fn new(meta: &Meta<'_>, usage: ChunkUsage) -> Self {
         let mut prefix = Vec::with_capacity(160 + meta.model.len());
         prefix.extend_from_slice(b"{\"id\":");
-        let _ = serde_json::to_writer(&mut prefix, meta.id);
+        write_str(&mut prefix, meta.id);
         prefix.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
         prefix.extend_from_slice(itoa::Buffer::new().format(meta.created).as_bytes());
         prefix.extend_from_slice(b",\"model\":");
-        let _ = serde_json::to_writer(&mut prefix, meta.model);
+        write_str(&mut prefix, meta.model);
         prefix.extend_from_slice(b",\"system_fingerprint\":");
-        let _ = serde_json::to_writer(&mut prefix, SYSTEM_FINGERPRINT);
+        write_str(&mut prefix, SYSTEM_FINGERPRINT);
         prefix.extend_from_slice(b",\"choices\":[{\"index\":");
         ContentChunks {
             prefix,
@@ -531,7 +563,7 @@ impl ContentChunks {
         out.extend_from_slice(&self.prefix);
         out.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
         out.extend_from_slice(b",\"delta\":{\"content\":");
-        let _ = serde_json::to_writer(&mut *out, content);
+        write_str(&mut *out, content);
         out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":null}]");
         self.end(out);
     }
@@ -550,17 +582,20 @@ impl ContentChunks {
         out.extend_from_slice(b",\"delta\":{");
         if let Some(role) = delta.role {
             out.extend_from_slice(b"\"role\":");
-            let _ = serde_json::to_writer(&mut *out, role);
+            write_str(&mut *out, role);
         }
         if let Some(content) = delta.content {
             if delta.role.is_some() {
                 out.push(b',');
             }
             out.extend_from_slice(b"\"content\":");
-            let _ = serde_json::to_writer(&mut *out, content);
+            write_str(&mut *out, content);
         }
         out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
-        let _ = serde_json::to_writer(&mut *out, &finish_reason);
+        match finish_reason {
+            Some(reason) => write_str(&mut *out, reason),
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(b"}]");
         self.end(out);
     }
@@ -576,7 +611,7 @@ impl ContentChunks {
         out.extend_from_slice(&self.prefix);
         out.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
         out.extend_from_slice(b",\"delta\":{\"content\":");
-        let _ = serde_json::to_writer(&mut *out, content);
+        write_str(&mut *out, content);
         out.extend_from_slice(b"},\"logprobs\":{\"content\":[");
         let _ = serde_json::to_writer(&mut *out, logprob);
         out.extend_from_slice(b"],\"refusal\":null},\"finish_reason\":null}]");
@@ -592,14 +627,53 @@ impl ContentChunks {
 }
 
 /// Appends the final usage chunk (`"choices": []`).
+/// Written by hand like [`write_completion`], byte-identical to serializing the chunk (a unit test holds
+/// them together).
 pub fn write_usage_chunk(out: &mut Vec<u8>, meta: &Meta<'_>, usage: Usage) {
-    let chunk = Chunk::new(meta, [(); 0], ChunkUsage::Counts(usage));
-    let _ = serde_json::to_writer(out, &chunk);
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, meta.id);
+    out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+    out.extend_from_slice(itoa::Buffer::new().format(meta.created).as_bytes());
+    out.extend_from_slice(b",\"model\":");
+    write_str(out, meta.model);
+    out.extend_from_slice(b",\"system_fingerprint\":");
+    write_str(out, SYSTEM_FINGERPRINT);
+    out.extend_from_slice(b",\"choices\":[],\"usage\":");
+    usage.write_json(out);
+    out.push(b'}');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every byte value at every position of strings around the eight-byte steps: the quick copy writes
+    /// exactly what serde_json does.
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut cases: Vec<String> = vec![String::new(), "héllo wörld ✓".into(), "a\u{7f}b".into()];
+        for len in [1, 7, 8, 9, 15, 16, 17] {
+            for at in 0..len {
+                for b in (0u8..0x80).chain([0xc3]) {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[at] = b;
+                    if b == 0xc3 {
+                        bytes.insert(at + 1, 0xa9);
+                    }
+                    cases.push(String::from_utf8(bytes).unwrap());
+                }
+            }
+        }
+        let mut escaped = 0;
+        for case in &cases {
+            let mut out = b"[".to_vec();
+            write_str(&mut out, case);
+            assert_eq!(out[1..], serde_json::to_vec(case).unwrap()[..], "{case:?}");
+            escaped += usize::from(needs_escape(case.as_bytes()));
+        }
+        // Quote, backslash and the 32 control characters at each of the 73 positions.
+        assert_eq!(escaped, 34 * 73);
+    }
     use serde_json::{json, Value};
 
     const META: Meta<'static> = Meta {
@@ -748,6 +822,12 @@ mod tests {
 
         out.clear();
         write_usage_chunk(&mut out, &META, Usage::new(1, 2));
+        let by_serde = Chunk::new(&META, [(); 0], ChunkUsage::Counts(Usage::new(1, 2)));
+        assert_eq!(out, serde_json::to_vec(&by_serde).unwrap());
+        let usage = Usage::new(u64::MAX / 2, 0);
+        let mut written = Vec::new();
+        usage.write_json(&mut written);
+        assert_eq!(written, serde_json::to_vec(&usage).unwrap());
         let v = parse(&out);
         assert_eq!(v["choices"], json!([]));
         assert_eq!(v["usage"]["total_tokens"], 3);
