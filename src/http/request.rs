@@ -1,6 +1,8 @@
 //! Request heads: httparse push-parsing into offsets (so the head survives the buffer growing while the body
 //! arrives), the framing rules that decide where a body ends, and the borrowed [`Request`] view handlers get.
 
+use std::mem::MaybeUninit;
+
 use super::{HttpError, Limits};
 
 /// Header slots parsed on the coroutine stack (32 bytes each). The official SDKs send about 17 headers;
@@ -8,6 +10,9 @@ use super::{HttpError, Limits};
 /// small keeps the deepest frame of a connection within one stack page (measured with may's stack report:
 /// 128 slots made every connection touch an extra 4 KiB page, 40 MB at 10,000 connections).
 const STACK_HEADER_SLOTS: usize = 24;
+
+/// The prefix of standin's own request headers (`x-standin-ttft-ms`, …), which most requests lack.
+const STANDIN_PREFIX: &str = "x-standin-";
 
 /// Request methods the router cares about; anything else is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,10 @@ pub struct Head {
     pub method: Method,
     method_span: (u32, u32),
     path_span: (u32, u32),
+    /// Bytes of the target before any query string.
+    path_len: u32,
+    /// Some header's name starts with `x-standin-`: without one, lookups of those skip the scan.
+    standin_headers: bool,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// Bytes of request line and headers, final CRLF included.
@@ -76,11 +85,12 @@ pub fn parse_head(
     limits: &Limits,
     spans: &mut Vec<HeaderSpan>,
 ) -> Result<Status, HttpError> {
-    let mut slots = [httparse::EMPTY_HEADER; STACK_HEADER_SLOTS];
+    // Left uninitialised: httparse writes the slots it fills (24 × 32 bytes not zeroed per request).
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADER_SLOTS];
     let fast = limits.max_headers.min(STACK_HEADER_SLOTS);
     match parse_with(buf, &mut slots[..fast], limits, spans) {
         Err(HttpError::HeaderTooLarge) if limits.max_headers > STACK_HEADER_SLOTS => {
-            let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+            let mut slots = vec![MaybeUninit::uninit(); limits.max_headers];
             parse_with(buf, &mut slots, limits, spans)
         }
         other => other,
@@ -89,12 +99,12 @@ pub fn parse_head(
 
 fn parse_with<'b>(
     buf: &'b [u8],
-    slots: &mut [httparse::Header<'b>],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
     limits: &Limits,
     spans: &mut Vec<HeaderSpan>,
 ) -> Result<Status, HttpError> {
-    let mut req = httparse::Request::new(slots);
-    let len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= limits.max_header_bytes {
@@ -125,6 +135,7 @@ fn parse_with<'b>(
     let mut keep_alive = minor_version == 1;
     let mut expect_continue = false;
     let mut hosts = 0;
+    let mut standin_headers = false;
     spans.clear();
     for header in req.headers.iter() {
         spans.push(HeaderSpan {
@@ -133,6 +144,10 @@ fn parse_with<'b>(
         });
         let name = header.name;
         let value = trim(header.value);
+        standin_headers |= name
+            .as_bytes()
+            .get(..STANDIN_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(STANDIN_PREFIX.as_bytes()));
         if name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(value).ok_or(HttpError::BadRequest("invalid Content-Length"))?;
             if content_length.is_some_and(|old| old != n) {
@@ -195,6 +210,8 @@ fn parse_with<'b>(
         method: classify(method_str),
         method_span: span(method_str.as_bytes()),
         path_span: span(path.as_bytes()),
+        path_len: path.bytes().position(|b| b == b'?').unwrap_or(path.len()) as u32,
+        standin_headers,
         minor_version,
         len,
         framing,
@@ -342,12 +359,15 @@ impl<'a> Request<'a> {
 
     /// The path without the query string.
     pub fn path(&self) -> &'a str {
-        let target = self.target();
-        target.split_once('?').map_or(target, |(p, _)| p)
+        let (start, _) = self.head.path_span;
+        std::str::from_utf8(self.slice((start, self.head.path_len))).unwrap_or("/")
     }
 
     /// The first header with this name (case-insensitive), as bytes.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        if !self.head.standin_headers && name.starts_with(STANDIN_PREFIX) {
+            return None;
+        }
         self.spans
             .iter()
             .find(|s| self.slice(s.name).eq_ignore_ascii_case(name.as_bytes()))
@@ -552,5 +572,44 @@ mod tests {
         assert_eq!(req.path(), "/v1/models");
         assert_eq!(req.header_str("authorization"), Some("Bearer k"));
         assert_eq!(req.header("missing"), None);
+    }
+
+    /// Lookups of `x-standin-*` skip the scan only when no such header came, in any case of its name.
+    #[test]
+    fn standin_headers_are_found_whatever_their_case() {
+        let view = |raw: &'static [u8], name: &str, want: Option<&str>| {
+            let mut spans = Vec::new();
+            let Ok(Status::Complete(h)) = parse_head(raw, &Limits::default(), &mut spans) else {
+                panic!()
+            };
+            let req = Request::new(raw, &h, &spans, b"", std::time::Instant::now());
+            assert_eq!(req.header_str(name), want, "{name}");
+            assert_eq!(req.path(), "/p");
+        };
+        view(
+            b"GET /p HTTP/1.1\r\nHost: x\r\nX-Standin-TTFT-Ms: 5\r\n\r\n",
+            "x-standin-ttft-ms",
+            Some("5"),
+        );
+        view(
+            b"GET /p HTTP/1.1\r\nHost: x\r\nx-standin-fail: 429\r\n\r\n",
+            "x-standin-ttft-ms",
+            None,
+        );
+        view(
+            b"GET /p HTTP/1.1\r\nHost: x\r\nx-standin-fail: 429\r\n\r\n",
+            "x-standin-fail",
+            Some("429"),
+        );
+        view(
+            b"GET /p HTTP/1.1\r\nHost: x\r\nx-standin: 1\r\n\r\n",
+            "x-standin-fail",
+            None,
+        );
+        view(
+            b"GET /p? HTTP/1.1\r\nHost: x\r\nX-STANDIN-ITL-MS: 7\r\n\r\n",
+            "x-standin-itl-ms",
+            Some("7"),
+        );
     }
 }

@@ -67,24 +67,41 @@ fn string_run_end(s: &[u8], mut i: usize) -> usize {
 /// character (or the end of `s`). Eight bytes at a time: request strings and reply text are mostly such
 /// runs.
 pub fn plain_run_end(s: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
     const HIGHS: u64 = ONES * 0x80;
-    // Some byte of `x` is below `n` (n <= 0x80) when this is non-zero.
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
-    while let Some(word) = s.get(i..i + 8) {
-        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let backslash = w ^ (ONES * u64::from(b'\\'));
-        if below(w, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
-            break;
+    const LOWS: u64 = !HIGHS;
+    // The top bit of each byte below `n` (1 <= n <= 0x80), exactly: no carry crosses a byte.
+    let below = |x: u64, n: u8| !(((x & LOWS) + ONES * u64::from(0x80 - n)) | x) & HIGHS;
+    let special = |w: u64| {
+        below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let load = |at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or_default());
+    if s.len() < 8 {
+        while s
+            .get(i)
+            .is_some_and(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+        {
+            i += 1;
+        }
+        return i;
+    }
+    while i + 8 <= s.len() {
+        let marks = special(load(i));
+        if marks != 0 {
+            return i + marks.trailing_zeros() as usize / 8;
         }
         i += 8;
     }
-    while s
-        .get(i)
-        .is_some_and(|&b| b >= 0x20 && b != b'"' && b != b'\\')
-    {
-        i += 1;
+    if i < s.len() {
+        // The last eight bytes, without the marks of those before `i`.
+        let at = s.len() - 8;
+        let marks = special(load(at)) & (!0u64 << (8 * (i - at)));
+        if marks != 0 {
+            return at + marks.trailing_zeros() as usize / 8;
+        }
+        return s.len();
     }
     i
 }
