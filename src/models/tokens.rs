@@ -4,12 +4,23 @@
 
 /// Splits `text` into tokens without allocating.
 pub fn split(text: &str) -> Tokens<'_> {
-    Tokens { rest: text }
+    Tokens {
+        rest: text,
+        ascii: text.is_ascii(),
+    }
 }
 
 /// Iterator over the tokens of a text.
 pub struct Tokens<'a> {
     rest: &'a str,
+    /// The text is ASCII: whitespace is found byte by byte, not char by char (a stream splits its whole
+    /// reply, token by token).
+    ascii: bool,
+}
+
+/// `char::is_whitespace` for an ASCII byte: \t, \n, vertical tab, form feed, \r and space.
+fn ascii_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 impl<'a> Iterator for Tokens<'a> {
@@ -18,6 +29,22 @@ impl<'a> Iterator for Tokens<'a> {
     fn next(&mut self) -> Option<&'a str> {
         if self.rest.is_empty() {
             return None;
+        }
+        if self.ascii {
+            let b = self.rest.as_bytes();
+            let word_start = b.iter().position(|&c| !ascii_space(c)).unwrap_or(b.len());
+            let after_word = b[word_start..]
+                .iter()
+                .position(|&c| ascii_space(c))
+                .map_or(b.len(), |i| word_start + i);
+            let end = if b[after_word..].iter().all(|&c| ascii_space(c)) {
+                b.len()
+            } else {
+                after_word
+            };
+            let (token, rest) = self.rest.split_at(end);
+            self.rest = rest;
+            return Some(token);
         }
         let word_start = self
             .rest
@@ -66,7 +93,7 @@ pub fn count(text: &str) -> usize {
     }
     let mut in_word = after_space == 0;
     for &b in chunks.remainder() {
-        let space = matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+        let space = ascii_space(b);
         words += usize::from(!space && !in_word);
         in_word = !space;
     }
@@ -96,6 +123,16 @@ mod tests {
                 .map(|k| ALPHABET[((state >> (k % 60)) as usize + k * 7) % ALPHABET.len()] as char)
                 .collect();
             assert_eq!(count(&text), split(&text).count(), "{text:?}");
+            // The byte-by-byte split of ASCII text gives the tokens the char-by-char one does.
+            let by_char = Tokens {
+                rest: &text,
+                ascii: false,
+            };
+            assert_eq!(
+                split(&text).collect::<Vec<_>>(),
+                by_char.collect::<Vec<_>>(),
+                "{text:?}"
+            );
         }
         assert_eq!(count("héllo wörld"), 2);
     }
@@ -137,6 +174,16 @@ mod tests {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1);
             assert_eq!(count(&text), split(&text).count(), "{text:?}");
+            // The byte-by-byte split of ASCII text gives the tokens the char-by-char one does.
+            let by_char = Tokens {
+                rest: &text,
+                ascii: false,
+            };
+            assert_eq!(
+                split(&text).collect::<Vec<_>>(),
+                by_char.collect::<Vec<_>>(),
+                "{text:?}"
+            );
         }
         assert_eq!((count(""), count(" \t"), count(" a b ")), (0, 1, 2));
     }
