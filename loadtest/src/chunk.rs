@@ -12,7 +12,7 @@ use serde::Deserialize;
 // The JSON cursor the server's one-pass request reader uses too (the harness does not link the server).
 #[path = "../../src/openai/cursor.rs"]
 mod cursor;
-use cursor::Cursor;
+use cursor::{plain_run_end, Cursor};
 
 /// The facts the harness needs from one chunk or response body.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -647,38 +647,12 @@ impl<'a> Scanner<'a> {
         self.ws();
         let (start, end) = self.number()?;
         let n = &self.s[start..end];
-        if !n.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(n).ok()?.parse().ok()
+        // As serde_json reads a u64: digits only, and `None` past u64::MAX.
+        n.iter().try_fold(0u64, |total, &d| {
+            d.is_ascii_digit()
+                .then(|| total.checked_mul(10)?.checked_add(u64::from(d - b'0')))?
+        })
     }
-}
-
-/// The end of the run of string bytes from `i` that need no attention (not `"`, `\\` or a control
-/// character), eight bytes at a time: most of a chunk is such runs.
-fn plain_run_end(s: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGHS: u64 = ONES * 0x80;
-    // A byte of `x` is zero (or below `n`) where `(x - ONES * n) & !x & HIGHS` has its top bit.
-    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
-    while let Some(word) = s.get(i..i + 8) {
-        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
-        if below(w ^ (ONES * u64::from(b'"')), 1)
-            | below(w ^ (ONES * u64::from(b'\\')), 1)
-            | below(w, 0x20)
-            != 0
-        {
-            break;
-        }
-        i += 8;
-    }
-    while s
-        .get(i)
-        .is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20)
-    {
-        i += 1;
-    }
-    i
 }
 
 /// The definition: serde_json into views that allocate nothing.

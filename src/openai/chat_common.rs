@@ -118,7 +118,7 @@ impl<'a> Reader<'a> {
     fn plain_str(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        let end = super::json::plain_run_end(self.text.as_bytes(), start);
+        let end = super::cursor::plain_run_end(self.text.as_bytes(), start);
         // The closing quote right where the run ends: not `eat`, which would step over a raw tab or newline
         // (invalid inside a string) before it.
         if self.text.as_bytes().get(end) != Some(&b'"') {

@@ -3,6 +3,49 @@
 //! (`loadtest/src/chunk.rs` includes this file by path; the harness does not link the server). Every method
 //! answers `None` where the text is not what it expects, and the readers then leave the body to serde_json.
 
+/// Where the run of bytes a JSON string holds as they are ends, from `i`: at the next `"`, `\\` or control
+/// character (or the end of `s`). Eight bytes at a time: request strings and reply text are mostly such
+/// runs.
+pub fn plain_run_end(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    const LOWS: u64 = !HIGHS;
+    // The top bit of each byte below `n` (1 <= n <= 0x80), exactly: no carry crosses a byte.
+    let below = |x: u64, n: u8| !(((x & LOWS) + ONES * u64::from(0x80 - n)) | x) & HIGHS;
+    let special = |w: u64| {
+        below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let load = |at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or_default());
+    if s.len() < 8 {
+        while s
+            .get(i)
+            .is_some_and(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+        {
+            i += 1;
+        }
+        return i;
+    }
+    while i + 8 <= s.len() {
+        let marks = special(load(i));
+        if marks != 0 {
+            return i + marks.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    if i < s.len() {
+        // The last eight bytes, without the marks of those before `i`.
+        let at = s.len() - 8;
+        let marks = special(load(at)) & (!0u64 << (8 * (i - at)));
+        if marks != 0 {
+            return at + marks.trailing_zeros() as usize / 8;
+        }
+        return s.len();
+    }
+    i
+}
+
 /// Implementors give the text and the position; the rest is provided.
 pub trait Cursor: Sized {
     fn text(&self) -> &[u8];
@@ -107,6 +150,26 @@ pub trait Cursor: Sized {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every byte at every position around the eight-byte steps: the run ends where a byte-by-byte search
+    /// says.
+    #[test]
+    fn plain_runs_end_at_the_first_special_byte() {
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    for from in [0, at.saturating_sub(3), at] {
+                        let expected = (from..len)
+                            .find(|&i| s[i] < 0x20 || s[i] == b'"' || s[i] == b'\\')
+                            .unwrap_or(len);
+                        assert_eq!(plain_run_end(&s, from), expected, "{s:?} from {from}");
+                    }
+                }
+            }
+        }
+    }
 
     struct At<'a>(&'a [u8], usize);
 

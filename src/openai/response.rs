@@ -178,7 +178,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Whether `s` holds a byte JSON strings escape: `"`, `\\` or a control character below 0x20.
 fn needs_escape(s: &[u8]) -> bool {
-    super::json::plain_run_end(s, 0) != s.len()
+    super::cursor::plain_run_end(s, 0) != s.len()
 }
 
 /// A function call in a reply (`ChatCompletionMessageToolCall`).
