@@ -108,6 +108,20 @@ pub fn count(text: &str) -> usize {
 mod tests {
     use super::*;
 
+    /// The count and both ways of splitting (byte by byte for ASCII, char by char) agree on `text`.
+    fn agree(text: &str) {
+        assert_eq!(count(text), split(text).count(), "{text:?}");
+        let by_char = Tokens {
+            rest: text,
+            ascii: false,
+        };
+        assert_eq!(
+            split(text).collect::<Vec<_>>(),
+            by_char.collect::<Vec<_>>(),
+            "{text:?}"
+        );
+    }
+
     /// Texts of every length to 40 over a small alphabet with every kind of ASCII whitespace: the count
     /// eight bytes at a time agrees with the tokens `split` gives.
     #[test]
@@ -122,17 +136,7 @@ mod tests {
             let text: String = (0..len)
                 .map(|k| ALPHABET[((state >> (k % 60)) as usize + k * 7) % ALPHABET.len()] as char)
                 .collect();
-            assert_eq!(count(&text), split(&text).count(), "{text:?}");
-            // The byte-by-byte split of ASCII text gives the tokens the char-by-char one does.
-            let by_char = Tokens {
-                rest: &text,
-                ascii: false,
-            };
-            assert_eq!(
-                split(&text).collect::<Vec<_>>(),
-                by_char.collect::<Vec<_>>(),
-                "{text:?}"
-            );
+            agree(&text);
         }
         assert_eq!(count("héllo wörld"), 2);
     }
@@ -173,17 +177,7 @@ mod tests {
             state = state
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1);
-            assert_eq!(count(&text), split(&text).count(), "{text:?}");
-            // The byte-by-byte split of ASCII text gives the tokens the char-by-char one does.
-            let by_char = Tokens {
-                rest: &text,
-                ascii: false,
-            };
-            assert_eq!(
-                split(&text).collect::<Vec<_>>(),
-                by_char.collect::<Vec<_>>(),
-                "{text:?}"
-            );
+            agree(&text);
         }
         assert_eq!((count(""), count(" \t"), count(" a b ")), (0, 1, 2));
     }
