@@ -102,6 +102,9 @@ pub struct Reader {
 
 const NONE: u8 = u8::MAX;
 
+/// Where a chunk's content text lies (between its quotes), when that one string decides `content`.
+type ContentAt = Option<(usize, usize)>;
+
 /// A scanned chunk and where its free parts lie, in order.
 #[derive(Debug, Default)]
 struct Shape {
@@ -157,13 +160,12 @@ impl Reader {
         if let Some(facts) = self.around_content(data) {
             return Ok(facts);
         }
-        if let Some((at, facts)) = self.match_shape(data) {
+        if let Some((at, facts, content)) = self.match_shape(data) {
             if let Some(last) = self.last.filter(|&l| l != at) {
                 self.next[last] = at as u8;
             }
             self.last = Some(at);
-            let content = self.spans.iter().find(|s| s.free == Free::Content);
-            self.keep(data, facts, content.map(|s| (s.start, s.end)));
+            self.keep(data, facts, content);
             return Ok(facts);
         }
         self.spans.clear();
@@ -210,9 +212,9 @@ impl Reader {
         })
     }
 
-    /// The first shape `data` fits (the one that followed the last matched, then the others), with
-    /// `data`'s own spans left in `self.spans`.
-    fn match_shape(&mut self, data: &[u8]) -> Option<(usize, Facts)> {
+    /// The first shape `data` fits (the one that followed the last matched, then the others), with where
+    /// `data`'s content text lies.
+    fn match_shape(&mut self, data: &[u8]) -> Option<(usize, Facts, ContentAt)> {
         let predicted = self
             .last
             .map(|l| usize::from(self.next[l]))
@@ -223,8 +225,8 @@ impl Reader {
             let Some(shape) = self.shapes.get(i) else {
                 continue;
             };
-            if let Some(facts) = shape.fit(data, &mut self.spans) {
-                return Some((i, facts));
+            if let Some((facts, content)) = shape.fit(data) {
+                return Some((i, facts, content));
             }
         }
         None
@@ -259,19 +261,19 @@ impl Reader {
 impl Shape {
     /// `data` is this chunk with other plain text in free strings and other numbers in free numbers: then
     /// it is the same JSON structure with the same keys, and only the content and counts can differ.
-    /// `spans` gets where the free parts lie in `data`.
-    fn fit(&self, data: &[u8], spans: &mut Vec<Span>) -> Option<Facts> {
-        spans.clear();
+    /// With the facts comes where the content text lies in `data`.
+    fn fit(&self, data: &[u8]) -> Option<(Facts, ContentAt)> {
         // Shapes mostly differ near the end (delta, finish_reason, usage): a cheap early no.
         let tail_from = self.spans.last().map_or(0, |s| s.end);
         if !data.ends_with(&self.bytes[tail_from..]) {
             return None;
         }
         let mut facts = self.facts;
+        let mut content = None;
         let (mut at, mut from) = (0, 0);
         for span in &self.spans {
             let same = &self.bytes[from..span.start];
-            if data.get(at..at + same.len())? != same {
+            if !same_bytes(data.get(at..at + same.len())?, same) {
                 return None;
             }
             at += same.len();
@@ -287,6 +289,7 @@ impl Shape {
                     }
                     if span.free == Free::Content {
                         facts.content = !text.is_empty();
+                        content = Some((at, end));
                     }
                     end
                 }
@@ -310,15 +313,27 @@ impl Shape {
                     s.i
                 }
             };
-            spans.push(Span {
-                start: at,
-                end,
-                free: span.free,
-            });
             at = end;
             from = span.end;
         }
-        (data.get(at..)? == &self.bytes[from..]).then_some(facts)
+        (data.get(at..)? == &self.bytes[from..]).then_some((facts, content))
+    }
+}
+
+/// `a == b`, without a call to `memcmp` for the short runs between a shape's free parts (keys and
+/// punctuation, mostly under 16 bytes).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word =
+        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or_default());
+    match n {
+        0..=7 => a.iter().zip(b).all(|(x, y)| x == y),
+        // Two overlapping words cover 8 to 16 bytes.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
     }
 }
 
@@ -878,13 +893,28 @@ mod tests {
         );
     }
 
+    /// Every length to 40, equal and with one byte changed at each position: as `==` answers.
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37)).collect();
+            assert!(same_bytes(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "{n} {at}");
+            }
+            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
+
     impl Reader {
         /// Whether a remembered shape answers `data` (no scan).
         pub(super) fn knows(&self, data: &[u8]) -> bool {
             self.around_content(data).is_some()
                 || (0..SLOTS)
                     .filter_map(|i| self.shapes.get(i))
-                    .any(|s| s.fit(data, &mut Vec::new()).is_some())
+                    .any(|s| s.fit(data).is_some())
         }
     }
 
