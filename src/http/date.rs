@@ -35,6 +35,7 @@ impl DateCache {
 
 /// The wall clock's second from the kernel's coarse clock: a copy of the last tick's time, with no clock
 /// source read (each response asks, and a second's resolution is all a `Date` needs).
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn unix_second() -> u64 {
     let mut ts = libc::timespec {
@@ -45,6 +46,15 @@ fn unix_second() -> u64 {
     if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
         return ts.tv_sec as u64;
     }
+    precise_unix_second()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unix_second() -> u64 {
+    precise_unix_second()
+}
+
+fn precise_unix_second() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
