@@ -181,7 +181,8 @@ pub fn exchange(
     conn.events.clear();
     rec.content_events.reserve(conn.last_events);
     // Milestones are timed by the read that brought them: one clock reading per read, not per milestone.
-    let mut read_at = rec.sent;
+    // This first one, after the write, lets the deadline check see the time a slow write took.
+    let mut read_at = clock.elapsed();
     let result = read_response(conn, clock, deadline, &mut read_at, abandon_after, rec);
     rec.end = match result {
         Ok(Ended::Complete { .. }) => read_at,
@@ -469,6 +470,50 @@ fn finish_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The timeout runs from the send: a server slow to take the request and then slow to answer fails
+    /// the request, although each wait alone is shorter than the timeout.
+    #[test]
+    fn a_slow_write_counts_against_the_timeout() {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        const BODY: usize = 32 << 20;
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let (mut buf, mut total) = (vec![0u8; 1 << 20], 0);
+            while total < BODY {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => total += n,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let body = br#"{"choices":[{"message":{"content":"x"}}]}"#;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(&[head.as_bytes(), body].concat());
+        });
+        let timeout = Duration::from_millis(450);
+        let mut conn = connect(addr, None, timeout, &Arc::default()).unwrap();
+        let mut request = b"POST / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        request.resize(BODY, b'a');
+        let clock = Instant::now();
+        let rec = may::go!(move || {
+            let mut rec = Record::default();
+            exchange(&mut conn, &request, clock, timeout, None, &mut rec);
+            rec
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            rec.failure,
+            Some(Failure::Timeout),
+            "ended after {:?}",
+            rec.end - rec.sent
+        );
+        server.join().unwrap();
+    }
 
     #[test]
     fn read_buffer_keeps_unused_bytes_across_compaction_and_growth() {

@@ -178,7 +178,9 @@ impl Conn {
                         let at = arrived.unwrap_or_else(Instant::now);
                         *started = Some(at);
                         deadline = Some(at + limits.header_timeout);
-                        // Just set from now: it cannot have passed.
+                        // Parse what came before any deadline check: a complete head is served even when its
+                        // arrival stamp is older than the header timeout; an incomplete one gets the next
+                        // read's time left, and times out there if none is.
                         continue;
                     }
                 }
