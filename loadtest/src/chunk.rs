@@ -262,6 +262,11 @@ impl Shape {
     /// `data` is this chunk with other plain text in free strings and other numbers in free numbers: then
     /// it is the same JSON structure with the same keys, and only the content and counts can differ.
     /// With the facts comes where the content text lies in `data`.
+    ///
+    /// Most free parts repeat from one answer to the next (`object`, `model`, `role`, `finish_reason`, often
+    /// the counts), so the bytes are compared eight at a time up to the first difference, and only a free
+    /// part holding a difference is read again. A free part whose bytes and closing delimiter are the
+    /// shape's reads as the shape's did.
     fn fit(&self, data: &[u8]) -> Option<(Facts, ContentAt)> {
         // Shapes mostly differ near the end (delta, finish_reason, usage): a cheap early no.
         let tail_from = self.spans.last().map_or(0, |s| s.end);
@@ -271,13 +276,31 @@ impl Shape {
         let mut facts = self.facts;
         let mut content = None;
         let (mut at, mut from) = (0, 0);
-        for span in &self.spans {
-            let same = &self.bytes[from..span.start];
-            if !same_bytes(data.get(at..at + same.len())?, same) {
+        let mut spans = self.spans.iter();
+        loop {
+            let same = common_prefix(&data[at..], &self.bytes[from..]);
+            let differs = from + same;
+            if at + same == data.len() && differs == self.bytes.len() {
+                if let Some(span) = spans.find(|s| s.free == Free::Content) {
+                    content = Some((at + span.start - from, at + span.end - from));
+                }
+                return Some((facts, content));
+            }
+            // Free parts wholly before the difference, their delimiter included, are the shape's.
+            let span = loop {
+                let span = spans.next()?;
+                if span.end >= differs {
+                    break span;
+                }
+                if span.free == Free::Content {
+                    content = Some((at + span.start - from, at + span.end - from));
+                }
+            };
+            if span.start > differs {
                 return None;
             }
-            at += same.len();
-            let end = match span.free {
+            at += span.start - from;
+            at = match span.free {
                 Free::Text | Free::Content => {
                     let end = plain_run_end(data, at);
                     if data.get(end) != Some(&b'"') {
@@ -313,28 +336,28 @@ impl Shape {
                     s.i
                 }
             };
-            at = end;
             from = span.end;
         }
-        (data.get(at..)? == &self.bytes[from..]).then_some((facts, content))
     }
 }
 
-/// `a == b`, without a call to `memcmp` for the short runs between a shape's free parts (keys and
-/// punctuation, mostly under 16 bytes).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
+/// How many leading bytes `a` and `b` share, compared eight at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
     let word =
         |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or_default());
-    match n {
-        0..=7 => a.iter().zip(b).all(|(x, y)| x == y),
-        // Two overlapping words cover 8 to 16 bytes.
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        _ => a == b,
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = word(a, i) ^ word(b, i);
+        if x != 0 {
+            return i + (x.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
     }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
 }
 
 /// `data[start..end]` when it is string text that needs no escapes: no quote, backslash or control
@@ -893,18 +916,29 @@ mod tests {
         );
     }
 
-    /// Every length to 40, equal and with one byte changed at each position: as `==` answers.
+    /// Every pair of lengths to 40, with one byte changed at each position: the first difference, as a
+    /// byte-by-byte search finds it.
     #[test]
-    fn same_bytes_is_slice_equality() {
+    fn common_prefix_finds_the_first_difference() {
+        let naive = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
         for n in 0..40 {
             let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37)).collect();
-            assert!(same_bytes(&a, &a.clone()));
+            for m in 0..=n {
+                assert_eq!(common_prefix(&a, &a[..m]), m);
+                assert_eq!(common_prefix(&a[..m], &a), m);
+            }
             for at in 0..n {
                 let mut b = a.clone();
                 b[at] ^= 0x20;
-                assert!(!same_bytes(&a, &b), "{n} {at}");
+                assert_eq!(common_prefix(&a, &b), at, "{n} {at}");
+                assert_eq!(common_prefix(&a, &b), naive(&a, &b));
+                b[n - 1] ^= 0x01;
+                assert_eq!(
+                    common_prefix(&a, &b),
+                    naive(&a, &b),
+                    "{n} {at} and the last"
+                );
             }
-            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0);
         }
     }
 
@@ -1009,6 +1043,42 @@ mod tests {
         }
         // Role, content, finish and usage: four shapes, whoever learned them.
         assert_eq!(shapes.filled.load(Ordering::Relaxed), 4);
+    }
+
+    /// A shape matched where the id or a later number differs (with another length) and the content text is
+    /// the shape's: the content's place in the new bytes, not the shape's, so the next chunk of that stream
+    /// compares around it.
+    #[test]
+    fn unchanged_content_is_placed_in_the_new_bytes() {
+        let chunk = |id: &str, text: &str, created: u64| {
+            format!(
+                r#"{{"id":"{id}","object":"chat.completion.chunk","model":"m","choices":[{{"index":0,"delta":{{"content":"{text}"}},"finish_reason":null}}],"created":{created}}}"#
+            )
+        };
+        let mut reader = Reader::default();
+        reader.read(chunk("a", "same", 7).as_bytes()).unwrap();
+        for (id, created) in [
+            ("b", 7),
+            ("a-longer-id", 7),
+            ("", 7),
+            ("a", 12345),
+            ("ab", 8),
+        ] {
+            let data = chunk(id, "same", created);
+            let shape = reader.shapes.get(0).unwrap();
+            let (facts, content) = shape.fit(data.as_bytes()).unwrap();
+            let at = data.find("same").unwrap();
+            assert_eq!(content, Some((at, at + 4)), "{data}");
+            assert!(facts.content);
+        }
+        // Then the next chunk of the stream answers by the content alone, right about an empty one.
+        reader
+            .read(chunk("a-longer-id", "same", 9).as_bytes())
+            .unwrap();
+        let next = chunk("a-longer-id", "", 9);
+        assert!(reader.around_content(next.as_bytes()).is_some());
+        assert_eq!(reader.read(next.as_bytes()), by_serde(next.as_bytes()));
+        assert!(!reader.read(next.as_bytes()).unwrap().content);
     }
 
     /// Once every slot is taken, a new shape is scanned each time, answers as serde_json does, and does not

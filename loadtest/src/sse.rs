@@ -2,6 +2,8 @@
 //! decoded incrementally, and server-sent events split out of the body as they complete. Pure byte
 //! handling, no sockets, so it can be tested and fuzzed alone.
 
+use std::mem::MaybeUninit;
+
 /// Outcome of feeding bytes to a [`BodyDecoder`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -43,9 +45,12 @@ pub enum Framing {
 
 /// Parses a response head; `Ok(None)` when incomplete.
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    // Left uninitialised: httparse writes the slots it fills (64 × 32 bytes not zeroed per answer).
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); 64];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > 64 * 1024 {
