@@ -1,16 +1,21 @@
-//! The load-test harness's response side (`loadtest/src/sse.rs`, compiled here from its source because
-//! `standin-load` is binary-only): head parsing, the body decoder, the SSE event splitter, and the chunk
-//! reader (held to serde_json's answers).
+//! The load-test harness's response side (`loadtest/src/sse.rs`, `heads.rs` and `chunk.rs`, compiled here
+//! from their source because `standin-load` is binary-only): head parsing (the comparing head reader held
+//! to httparse's answers), the body decoder, the SSE event splitter, and the chunk reader (held to
+//! serde_json's answers).
 
 #[allow(dead_code)]
 #[path = "../../loadtest/src/sse.rs"]
-mod harness;
+mod sse;
+
+#[allow(dead_code)]
+#[path = "../../loadtest/src/heads.rs"]
+mod heads;
 
 #[allow(dead_code)]
 #[path = "../../loadtest/src/chunk.rs"]
 mod chunk;
 
-use harness::{BodyDecoder, Framing, Progress};
+use sse::{BodyDecoder, Framing, Progress};
 
 /// Pseudo-random choices from the input (FNV-1a), as in [`crate::checks`].
 fn knob(data: &[u8], salt: u64) -> u64 {
@@ -25,12 +30,12 @@ fn knob(data: &[u8], salt: u64) -> u64 {
 fn events(parts: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut buf = Vec::new();
     let mut seen = Vec::new();
-    let mut pieces = harness::Events::default();
+    let mut pieces = sse::Events::default();
     let mut from_pieces = Vec::new();
     for part in parts {
         buf.extend_from_slice(part);
         let before = seen.len();
-        let n = harness::drain_events(&mut buf, |data| seen.push(data.to_vec()));
+        let n = sse::drain_events(&mut buf, |data| seen.push(data.to_vec()));
         assert_eq!(n, seen.len() - before, "drain_events miscounts");
         let before = from_pieces.len();
         let n = pieces.push(part, |data| from_pieces.push(data.to_vec()));
@@ -44,7 +49,7 @@ fn events(parts: &[&[u8]]) -> Vec<Vec<u8>> {
 }
 
 /// A body decoder's result over `parts`: body bytes, bytes consumed, done.
-fn decode(framing: Framing, parts: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), harness::Malformed> {
+fn decode(framing: Framing, parts: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), sse::Malformed> {
     let mut decoder = BodyDecoder::new(framing);
     let mut out = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
@@ -70,7 +75,7 @@ fn decode(framing: Framing, parts: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), h
 /// Content-Length; the SSE splitter yields the same events whatever the split.
 pub fn sse(data: &[u8]) {
     let cut = (knob(data, 1) % (data.len() as u64 + 1)) as usize;
-    let (framing, body) = match harness::parse_head(data) {
+    let (framing, body) = match sse::parse_head(data) {
         Ok(Some(head)) => {
             assert!(head.len <= data.len());
             (head.framing, &data[head.len..])
@@ -98,6 +103,30 @@ pub fn sse(data: &[u8]) {
         assert_eq!(all, events(&bytes), "events differ when fed byte by byte");
     }
     chunks(data, &all);
+    heads(data);
+}
+
+/// A head the connection's head reader remembers before each check, so its comparison is exercised.
+const HEAD: &str = "HTTP/1.1 200 OK\r\nDate: Thu, 26 Nov 2026 10:01:30 GMT\r\nContent-Type: application/json\r\n\
+Content-Length: 396\r\nx-request-id: req_1\r\n\r\n";
+
+/// The head reader answers as `parse_head` does: for the input, and for the input put in place of the
+/// remembered head's date, request id or length.
+fn heads(data: &[u8]) {
+    let splice = |part: &str| {
+        let (before, after) = HEAD.split_once(part).unwrap();
+        [before.as_bytes(), data, after.as_bytes()].concat()
+    };
+    let spliced = [splice("10:01:30"), splice("req_1"), splice("396")];
+    for input in [data].into_iter().chain(spliced.iter().map(Vec::as_slice)) {
+        let mut reader = heads::Heads::default();
+        assert!(reader.parse(HEAD.as_bytes()).is_ok());
+        assert_eq!(
+            reader.parse(input),
+            sse::parse_head(input),
+            "head reader disagrees with parse_head"
+        );
+    }
 }
 
 /// Chunks the chunk reader remembers before each check, so its comparisons with remembered shapes are

@@ -342,7 +342,7 @@ impl Shape {
 }
 
 /// How many leading bytes `a` and `b` share, compared eight at a time.
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+pub fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let word =
         |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or_default());

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use may::net::TcpStream;
 
 use crate::chunk;
+use crate::heads::Heads;
 use crate::record::{Failure, Record};
-use crate::sse::{parse_head, BodyDecoder, Events, Framing, Head, Progress};
+use crate::sse::{BodyDecoder, Events, Framing, Head, Progress};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
@@ -34,6 +35,8 @@ pub struct Connection {
     events: Events,
     /// Reads the chunks of this connection's streams.
     chunks: chunk::Reader,
+    /// Reads this connection's response heads, mostly by comparison with the last.
+    heads: Heads,
     /// Content events of the last stream: the next stream's list is sized for as many, so it is allocated
     /// once rather than grown event by event.
     last_events: usize,
@@ -115,6 +118,7 @@ pub fn connect(
         body: Vec::new(),
         events: Events::default(),
         chunks: chunk::Reader::new(Arc::clone(shapes)),
+        heads: Heads::default(),
         last_events: 0,
         reused: false,
     })
@@ -282,7 +286,11 @@ fn read_response(
     // what arrived is never abandoned.
     let hang_up = |seen: u32| abandon_after.is_some_and(|k| seen >= k);
     let head: Head = loop {
-        if let Some(head) = parse_head(conn.rbuf.bytes()).map_err(|_| Failure::MalformedHttp)? {
+        if let Some(head) = conn
+            .heads
+            .parse(conn.rbuf.bytes())
+            .map_err(|_| Failure::MalformedHttp)?
+        {
             break head;
         }
         if hang_up(0) {

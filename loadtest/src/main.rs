@@ -14,6 +14,7 @@
 mod chunk;
 mod cli;
 mod client;
+mod heads;
 mod merge;
 mod raw;
 mod record;

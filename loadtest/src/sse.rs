@@ -43,8 +43,18 @@ pub enum Framing {
     Close,
 }
 
-/// Parses a response head; `Ok(None)` when incomplete.
+/// Parses a response head; `Ok(None)` when incomplete. The client reads heads through `heads::Heads`;
+/// this plain form is what the tests and the fuzz target hold that to.
+#[allow(dead_code)]
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
+    parse_head_noting(buf, |_, _| {})
+}
+
+/// [`parse_head`], showing `note` each header's name and value (slices of `buf`) of a complete head.
+pub fn parse_head_noting<'b>(
+    buf: &'b [u8],
+    mut note: impl FnMut(&str, &'b [u8]),
+) -> Result<Option<Head>, Malformed> {
     // Left uninitialised: httparse writes the slots it fills (64 × 32 bytes not zeroed per answer).
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); 64];
     let mut resp = httparse::Response::new(&mut []);
@@ -66,6 +76,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
     let mut close = resp.version == Some(0);
     let mut event_stream = false;
     for h in resp.headers.iter() {
+        note(h.name, h.value);
         // Only the headers read here need their value as text.
         let value = || {
             std::str::from_utf8(h.value)
