@@ -9,12 +9,16 @@ it, so a ratio of instructions is not a ratio of CPU time.
 
 Each server runs under callgrind pinned to core 0; standin-load, not under valgrind, sends the requests from
 core 1 at concurrency 64. The counters are zeroed after a warm-up of 500 requests, so start-up is not counted.
-Then the same for standin-load itself, against a server running normally.
+Then the same for standin-load itself, against a server running normally: over its whole run, and on its
+worker threads alone (the load, without start-up and the final statistics). Then wrk, when installed, with
+the same chat body at concurrency 64, over its whole run: the client the harness is held against.
 """
 
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +45,8 @@ def harness(url, n, extra, valgrind_out=None):
     argv = [os.path.join(bench.RELEASE, "standin-load"), "--url", url, "--quiet", "--workers", "1",
             "--requests", str(n), "--warmup", "0", "--concurrency", "64", "--json", report_path] + extra
     if valgrind_out:
-        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind_out}"] + argv
+        argv = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                f"--callgrind-out-file={valgrind_out}"] + argv
     bench.sh(["taskset", "-c", bench.LOAD_CORE] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(report_path) as f:
         report = json.load(f)
@@ -49,6 +54,39 @@ def harness(url, n, extra, valgrind_out=None):
     if report["failed"]:
         raise RuntimeError(f"{report['failed']} requests failed")
     return report
+
+
+def thread_totals(path):
+    """{thread number: instructions} of a `--separate-threads=yes` run (files `path-01`, `path-02`, ...)."""
+    totals = {}
+    for name in os.listdir(os.path.dirname(path)):
+        if name.startswith(os.path.basename(path) + "-"):
+            part = os.path.join(os.path.dirname(path), name)
+            with open(part) as f:
+                thread = next(int(line.split()[1]) for line in f if line.startswith("thread:"))
+            totals[thread] = callgrind_total(part)
+            os.unlink(part)
+    return totals
+
+
+def wrk_per_request(url, seconds=6):
+    """wrk (one thread, 64 connections, the same chat body) under callgrind: instructions per request over
+    its whole run."""
+    out = tempfile.mktemp(suffix=".callgrind")
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    body = json.dumps({"model": "mock-gpt-model", "messages": [{"role": "user", "content": "Hello"}]})
+    script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+                 'wrk.headers["Content-Type"] = "application/json"\n')
+    script.close()
+    text = subprocess.run(["taskset", "-c", bench.LOAD_CORE, "valgrind", "--tool=callgrind",
+                           f"--callgrind-out-file={out}", "wrk", "-t1", "-c64", f"-d{seconds}s", "-s",
+                           script.name, url + "/v1/chat/completions"],
+                          check=True, capture_output=True, text=True).stdout
+    os.unlink(script.name)
+    done = int(re.search(r"(\d+) requests in", text).group(1))
+    total = callgrind_total(out)
+    os.unlink(out)
+    return total / done
 
 
 def server_per_request(name, argv, n, extra):
@@ -93,15 +131,20 @@ def main():
                                     ("standin-load, stream of 23 events", args.streams, stream)):
                 out = tempfile.mktemp(suffix=".callgrind")
                 report = harness(server.url, n, extra, valgrind_out=out)
-                # The whole run: start-up and the final statistics are included.
-                rows.append((label, callgrind_total(out) / report["completed"], None))
-                os.unlink(out)
+                threads = thread_totals(out)
+                # The whole run includes start-up and the final statistics (the main thread); the load
+                # itself runs on the worker threads.
+                rows.append((label + " (whole run)", sum(threads.values()) / report["completed"], None))
+                rows.append((label + " (workers)", sum(v for t, v in threads.items() if t != 1)
+                             / report["completed"], None))
+            if shutil.which("wrk"):
+                rows.append(("wrk, non-stream (whole run)", wrk_per_request(server.url), None))
         finally:
             server.stop()
-    print(f"{'who':36} {'instructions/request':>21} {'vs floor':>9}")
+    print(f"{'who':48} {'instructions/request':>21} {'vs floor':>9}")
     for label, value, baseline in rows:
         ratio = f"{value / baseline:.2f}x" if baseline else ""
-        print(f"{label:36} {value:>21,.0f} {ratio:>9}")
+        print(f"{label:48} {value:>21,.0f} {ratio:>9}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use may::net::TcpStream;
 
 use crate::chunk;
+use crate::clock::Clock;
 use crate::heads::Heads;
 use crate::record::{Failure, Record};
 use crate::sse::{BodyDecoder, Events, Framing, Head, Progress};
@@ -158,7 +159,7 @@ impl Connection {
 pub fn exchange(
     conn: &mut Connection,
     request: &[u8],
-    clock: Instant,
+    clock: Clock,
     timeout: Duration,
     abandon_after: Option<u32>,
     rec: &mut Record,
@@ -239,7 +240,7 @@ fn classify_connect(e: &io::Error) -> Failure {
 /// Reads more of the answer and sets `read_at` to when the read returned (an offset on `clock`).
 fn read_more(
     conn: &mut Connection,
-    clock: Instant,
+    clock: Clock,
     deadline: Duration,
     read_at: &mut Duration,
 ) -> Result<usize, Failure> {
@@ -276,7 +277,7 @@ fn read_more(
 /// head, then each SSE event) have been seen.
 fn read_response(
     conn: &mut Connection,
-    clock: Instant,
+    clock: Clock,
     deadline: Duration,
     read_at: &mut Duration,
     abandon_after: Option<u32>,
@@ -509,7 +510,7 @@ mod tests {
         let mut conn = connect(addr, None, timeout, &Arc::default()).unwrap();
         let mut request = b"POST / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
         request.resize(BODY, b'a');
-        let clock = Instant::now();
+        let clock = Clock::start();
         let rec = may::go!(move || {
             let mut rec = Record::default();
             exchange(&mut conn, &request, clock, timeout, None, &mut rec);

@@ -14,6 +14,7 @@
 mod chunk;
 mod cli;
 mod client;
+mod clock;
 mod heads;
 mod merge;
 mod raw;

@@ -5,13 +5,14 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use may::sync::{Mutex, Semphore};
 
 use crate::chunk;
 use crate::cli::Options;
 use crate::client::{self, Connection, Target};
+use crate::clock::Clock;
 use crate::record::{Failure, Record};
 use crate::workload::{self, Prompts, Rng};
 
@@ -66,7 +67,7 @@ struct Run {
     servers: Vec<Server>,
     counters: Arc<Counters>,
     records: Mutex<Vec<Record>>,
-    clock: Instant,
+    clock: Clock,
     warmup_end: Duration,
     next_source: AtomicUsize,
     /// Connection attempts in progress are capped: 10,000 users connecting at once overflow the server's
@@ -103,7 +104,7 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
         };
         servers.push(server);
     }
-    let (clock, wall) = (Instant::now(), std::time::SystemTime::now());
+    let (clock, wall) = (Clock::start(), std::time::SystemTime::now());
     let start_unix_ns = wall
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
