@@ -399,6 +399,8 @@ enum StepKind<'a> {
     Text {
         tokens: Peekable<tokens::Tokens<'a>>,
         chunks: ContentChunks,
+        /// The whole reply needs no escape, so none of its tokens does.
+        plain: bool,
         /// Seed and alternatives per token, when the client asked for logprobs.
         logprobs: Option<(u64, usize)>,
     },
@@ -420,6 +422,7 @@ impl<'a> Steps<'a> {
             Answer::Text(generation) => StepKind::Text {
                 tokens: tokens::split(&generation.text).peekable(),
                 chunks: ContentChunks::new(meta, usage),
+                plain: !response::needs_escape(generation.text.as_bytes()),
                 logprobs: req
                     .logprobs
                     .map(|top| (seed(req), usize::from(top).min(MAX_TOP))),
@@ -490,12 +493,18 @@ impl<'a> Steps<'a> {
             StepKind::Text {
                 tokens,
                 chunks,
+                plain,
                 logprobs,
             } => {
                 let Some(token) = tokens.next() else {
                     return Ok(false);
                 };
                 match *logprobs {
+                    None if *plain => {
+                        for index in 0..req.n {
+                            sse.event(|out| chunks.write_plain(out, index, token))?;
+                        }
+                    }
                     None => {
                         for index in 0..req.n {
                             sse.event(|out| chunks.write(out, index, token))?;

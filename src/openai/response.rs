@@ -177,7 +177,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Whether `s` holds a byte JSON strings escape: `"`, `\\` or a control character below 0x20.
-fn needs_escape(s: &[u8]) -> bool {
+pub fn needs_escape(s: &[u8]) -> bool {
     super::cursor::plain_run_end(s, 0) != s.len()
 }
 
@@ -568,6 +568,27 @@ impl ContentChunks {
         self.end(out);
     }
 
+    /// [`ContentChunks::write`] for `content` that needs no escape, which the caller knows: a token of a
+    /// reply that [`needs_escape`] passed as a whole (a piece of such text has no `"`, `\\` or control
+    /// character either). One reservation and four copies, no check per token.
+    pub fn write_plain(&self, out: &mut Vec<u8>, index: u32, content: &str) {
+        debug_assert!(!needs_escape(content.as_bytes()));
+        const LEAD: &[u8] = b",\"delta\":{\"content\":\"";
+        let tail: &[u8] = if self.usage_null {
+            b"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}"
+        } else {
+            b"\"},\"logprobs\":null,\"finish_reason\":null}]}"
+        };
+        let mut digits = itoa::Buffer::new();
+        let index = digits.format(index).as_bytes();
+        out.reserve(self.prefix.len() + index.len() + LEAD.len() + content.len() + tail.len());
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(index);
+        out.extend_from_slice(LEAD);
+        out.extend_from_slice(content.as_bytes());
+        out.extend_from_slice(tail);
+    }
+
     /// Appends any text chunk for choice `index`, as [`write_chunk`] would: the role chunk and the finish
     /// chunk go through here too.
     pub fn write_delta(
@@ -754,6 +775,23 @@ mod tests {
                     content: Some(token),
                 };
                 write_chunk(&mut b, &meta, index, delta, None, usage);
+                assert_eq!(
+                    String::from_utf8(a).unwrap(),
+                    String::from_utf8(b.clone()).unwrap()
+                );
+                if !needs_escape(token.as_bytes()) {
+                    let mut plain = Vec::new();
+                    fast.write_plain(&mut plain, index, token);
+                    assert_eq!(
+                        String::from_utf8(plain).unwrap(),
+                        String::from_utf8(b).unwrap()
+                    );
+                }
+            }
+            for (index, token) in [(0, ""), (1, " plain"), (12, "caf\u{e9} \u{1F600}/<>")] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                fast.write_plain(&mut a, index, token);
+                fast.write(&mut b, index, token);
                 assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
             }
             let role = Delta {

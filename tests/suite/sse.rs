@@ -232,3 +232,35 @@ fn stream_with_n_choices_covers_each_index() {
         assert_eq!(mine[15]["finish_reason"], "stop");
     }
 }
+
+/// Streamed content is the echo whether the reply needs escapes or not: a reply without `"`, `\` or control
+/// characters is written without a check per token, one with them escapes each token that holds one.
+/// Either way every chunk is valid JSON and the pieces join to the echo.
+#[test]
+fn streamed_text_with_and_without_escapes_joins_to_the_echo() {
+    let server = Server::start(&[]);
+    for prompt in [
+        "plain words, caf\u{e9} and \u{1F600}",
+        "a \"quoted\" word",
+        "back\\slash and tab\tand\nnewline",
+        "a control \u{1} byte",
+    ] {
+        for n in [1, 2] {
+            let body = json!({
+                "model": MODEL, "stream": true, "n": n,
+                "messages": [{"role": "user", "content": prompt}],
+            });
+            let chunks = stream_chunks(&server.send(&chat(&body.to_string(), &[])));
+            assert_chunk_envelopes(&chunks);
+            for index in 0..n {
+                let text: String = chunks
+                    .iter()
+                    .map(|c| &c["choices"][0])
+                    .filter(|choice| choice["index"] == index)
+                    .filter_map(|c| c["delta"]["content"].as_str())
+                    .collect();
+                assert_eq!(text, echo(prompt), "n={n} choice {index}");
+            }
+        }
+    }
+}
