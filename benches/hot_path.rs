@@ -261,6 +261,7 @@ fn main() {
     type Case<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
     let mut chunk_out = Vec::with_capacity(1024);
     let mut content_out = Vec::with_capacity(1024);
+    let mut plain_out = Vec::with_capacity(1024);
     let content_chunks = ContentChunks::new(&fixed_meta, ChunkUsage::Absent);
     let mut stream_out = Vec::with_capacity(8192);
     // The connection's reused buffers, as `conn.rs` keeps them across requests.
@@ -340,6 +341,14 @@ fn main() {
             }),
         ),
         (
+            "write_content_chunk_plain",
+            Box::new(|| {
+                plain_out.clear();
+                content_chunks.write_plain(&mut plain_out, 0, black_box(" test"));
+                plain_out.len()
+            }),
+        ),
+        (
             "stream_chunks_per_request",
             Box::new(|| {
                 // Every chunk of one streamed reply to SDK_BODY (role, 17 tokens, finish), back to back.
@@ -350,10 +359,17 @@ fn main() {
                 };
                 let none = ChunkUsage::Absent;
                 response::write_chunk(&mut stream_out, &fixed_meta, 0, role, None, none);
-                // Content chunks as the server writes them: the shared part serialized once.
+                // Content chunks as the server writes them: the shared part serialized once, and the reply
+                // checked for escapes once rather than token by token.
                 let content = ContentChunks::new(&fixed_meta, none);
-                for token in tokens::split(black_box(&reply)) {
-                    content.write(&mut stream_out, 0, token);
+                let reply = black_box(&reply);
+                let plain = !response::needs_escape(reply.as_bytes());
+                for token in tokens::split(reply) {
+                    if plain {
+                        content.write_plain(&mut stream_out, 0, token);
+                    } else {
+                        content.write(&mut stream_out, 0, token);
+                    }
                 }
                 let finish = Some("stop");
                 response::write_chunk(
