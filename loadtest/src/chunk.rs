@@ -1153,28 +1153,21 @@ mod tests {
     /// the scanner alone, answers as serde_json does.
     #[test]
     fn fuzz_inputs_answer_as_serde_does() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
         let mut lines = 0;
-        for kind in ["corpus", "regressions"] {
-            let Ok(dir) = std::fs::read_dir(root.join(kind).join("loadtest_sse")) else {
-                continue;
-            };
-            for file in dir.filter_map(Result::ok).map(|e| e.path()) {
-                let data = std::fs::read(&file).unwrap();
-                for line in data.split(|&b| b == b'\n') {
-                    let Some(body) = line.strip_prefix(b"data:") else {
-                        continue;
-                    };
-                    let body = body.strip_suffix(b"\r").unwrap_or(body).trim_ascii_start();
-                    let expected = by_serde(body);
-                    assert_eq!(read(body), expected, "{file:?}");
-                    let mut reader = Reader::default();
-                    reader.read(SAMPLES[1].as_bytes()).unwrap();
-                    assert_eq!(reader.read(body), expected, "{file:?}");
-                    lines += 1;
-                }
+        for (file, data) in super::super::sse::fuzz_inputs() {
+            for line in data.split(|&b| b == b'\n') {
+                let Some(body) = line.strip_prefix(b"data:") else {
+                    continue;
+                };
+                let body = body.strip_suffix(b"\r").unwrap_or(body).trim_ascii_start();
+                let expected = by_serde(body);
+                assert_eq!(read(body), expected, "{file:?}");
+                let mut reader = Reader::default();
+                reader.read(SAMPLES[1].as_bytes()).unwrap();
+                assert_eq!(reader.read(body), expected, "{file:?}");
+                lines += 1;
             }
         }
-        assert!(lines > 20, "only {lines} data lines under {root:?}");
+        assert!(lines > 20, "only {lines} data lines");
     }
 }

@@ -340,6 +340,25 @@ fn find_event_end(s: &[u8]) -> Option<(usize, usize, bool)> {
     None
 }
 
+/// Every input of the `loadtest_sse` fuzz corpus and regressions, with its path: the readers' tests replay
+/// them.
+#[cfg(test)]
+pub fn fuzz_inputs() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut inputs = Vec::new();
+    for kind in ["corpus", "regressions"] {
+        let Ok(dir) = std::fs::read_dir(root.join(kind).join("loadtest_sse")) else {
+            continue;
+        };
+        for file in dir.filter_map(Result::ok).map(|e| e.path()) {
+            let data = std::fs::read(&file).unwrap();
+            inputs.push((file, data));
+        }
+    }
+    assert!(!inputs.is_empty(), "no fuzz inputs under {root:?}");
+    inputs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,28 +367,18 @@ mod tests {
     /// catches a parser change that would crash on an input the fuzzer (or a reader) once found.
     #[test]
     fn fuzz_inputs_never_panic() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let mut count = 0;
-        for kind in ["corpus", "regressions"] {
-            let Ok(dir) = std::fs::read_dir(root.join(kind).join("loadtest_sse")) else {
-                continue;
+        for (file, data) in fuzz_inputs() {
+            let body = match parse_head(&data) {
+                Ok(Some(head)) => {
+                    assert!(head.len <= data.len(), "{file:?}");
+                    let mut decoder = BodyDecoder::new(head.framing);
+                    let _ = decoder.feed(&data[head.len..], &mut Vec::new());
+                    &data[head.len..]
+                }
+                _ => &data[..],
             };
-            for file in dir.filter_map(Result::ok).map(|e| e.path()) {
-                let data = std::fs::read(&file).unwrap();
-                let body = match parse_head(&data) {
-                    Ok(Some(head)) => {
-                        assert!(head.len <= data.len(), "{file:?}");
-                        let mut decoder = BodyDecoder::new(head.framing);
-                        let _ = decoder.feed(&data[head.len..], &mut Vec::new());
-                        &data[head.len..]
-                    }
-                    _ => &data[..],
-                };
-                drain_events(&mut body.to_vec(), |_| {});
-                count += 1;
-            }
+            drain_events(&mut body.to_vec(), |_| {});
         }
-        assert!(count > 0, "no fuzz inputs under {root:?}");
     }
 
     #[test]
