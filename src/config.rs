@@ -17,8 +17,9 @@ pub const DEFAULT_MODEL: &str = "mock-gpt-model";
 /// Coroutine stack: 128 KiB. JSON nesting is bounded by `--max-json-depth` before serde sees a body, so the
 /// deepest request parse stays far below this; the rest is headroom for panic unwinding and formatting.
 pub const DEFAULT_STACK_SIZE: usize = 128 * 1024;
-/// Finished coroutines kept for reuse. may's default (1,000) makes 8 MiB resident at start; 64 covers the
-/// connection churn of a busy keep-alive server while an idle server stays near 3 MiB.
+/// Finished coroutines kept for reuse. may's default (1,000) would keep 8 MiB of stacks; 64 covers the
+/// connection churn of a busy keep-alive server. The pool fills as connections finish, so an idle server that
+/// never had a client holds none (see `server::configure_runtime`).
 pub const DEFAULT_COROUTINE_POOL: usize = 64;
 /// JSON nesting allowed in a request body. Real chat requests (tool schemas included) stay well below it.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
@@ -326,7 +327,7 @@ pub const FLAGS: &[Flag] = &[
         name: "coroutine-pool",
         value: Some("N"),
         default: "64",
-        help: "finished coroutines kept for reuse (memory vs spawn cost)",
+        help: "finished coroutines kept for reuse, at least 1 (memory vs spawn cost)",
     },
     Flag {
         name: "quiet",
@@ -704,6 +705,10 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.stack_size < 64 * 1024 {
         return fail("`--stack-size` must be at least 65536");
     }
+    if cfg.coroutine_pool == 0 {
+        // may reads a capacity of 0 as its own default, 1,000.
+        return fail("`--coroutine-pool` must be at least 1");
+    }
     if cfg.max_json_depth == 0 || cfg.max_json_depth > 120 {
         // serde_json stops at 128 levels itself; beyond 120 our limit would never be the one that answers.
         return fail("`--max-json-depth` must be between 1 and 120");
@@ -909,6 +914,8 @@ mod tests {
             (Duration::from_millis(250), Duration::from_millis(20))
         );
         assert!(run(&["--stack-size=1000"], &[]).is_err());
+        assert!(run(&["--coroutine-pool=0"], &[]).is_err());
+        assert!(run(&["--coroutine-pool=1"], &[]).is_ok());
         assert!(run(&["--max-json-depth=500"], &[]).is_err());
         assert!(run(&["--idle-timeout-ms=0"], &[]).is_err());
     }

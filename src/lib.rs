@@ -57,7 +57,7 @@ use http::ArrivalStamps;
 /// then drains: stops accepting, lets requests and streams in flight finish for up to `shutdown_timeout`,
 /// flushes the access log and returns (exit code 0). A second signal ends the drain at once.
 pub fn run(cfg: &Config) -> std::io::Result<()> {
-    server::configure_runtime(cfg.workers, cfg.stack_size, cfg.coroutine_pool);
+    server::configure_runtime(cfg.workers, cfg.stack_size);
     let listener = server::bind(&cfg.listen)?;
     let addr = listener.local_addr()?;
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
@@ -68,6 +68,8 @@ pub fn run(cfg: &Config) -> std::io::Result<()> {
         limits.arrival_stamps = ArrivalStamps::Always;
     }
     let accept = server::serve(listener, Arc::clone(&app), limits)?;
+    // The accept coroutine has started the scheduler, and with it the (empty) pool.
+    server::keep_finished_coroutines(cfg.coroutine_pool);
     reclaim::start()?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "standin listening on http://{addr}")?;

@@ -12,14 +12,23 @@ use crate::http::{conn, Handler, Limits};
 use crate::metrics::METRICS;
 
 /// Applies runtime settings; must run before the first coroutine is spawned. `stack_bytes` is in bytes;
-/// may counts stacks in machine words. `pool` is how many finished coroutines (stacks included) may keeps
-/// for reuse: may's default of 1,000 costs 8 MiB of resident memory at start, before any client arrives.
-pub fn configure_runtime(workers: usize, stack_bytes: usize, pool: usize) {
+/// may counts stacks in machine words. The coroutine pool starts with one coroutine: may prefills it to its
+/// capacity when the scheduler starts, each coroutine touching 8 KiB of its stack (512 KiB resident for 64
+/// before any client arrives), and it reads 0 as its default of 1,000. [`keep_finished_coroutines`] sets the
+/// real capacity once the scheduler runs.
+pub fn configure_runtime(workers: usize, stack_bytes: usize) {
     let words = stack_bytes / std::mem::size_of::<usize>();
     may::config()
         .set_workers(workers)
         .set_stack_size(words)
-        .set_pool_capacity(pool);
+        .set_pool_capacity(1);
+}
+
+/// How many finished coroutines (stacks included) may keeps for reuse, so a new connection skips an mmap.
+/// Call after the first spawn: may reads the capacity when it creates the pool, to prefill it, and again on
+/// every return to the pool, so setting it later fills the pool only as connections finish.
+pub fn keep_finished_coroutines(capacity: usize) {
+    may::config().set_pool_capacity(capacity);
 }
 
 /// Listen backlog: the kernel caps it at `net.core.somaxconn` (4096 here). may's own bind uses 1,024, which

@@ -2,6 +2,7 @@
 //! chosen token is always the most likely one, alternatives come from a small fixed vocabulary, and the
 //! probabilities of a position's top list sum to at most 1. Same seed, position and token → same numbers.
 
+use super::math;
 use super::schema::{hash, Rng};
 
 /// Most alternatives the API lets a client ask for (`top_logprobs`).
@@ -27,7 +28,7 @@ const SCALE: f64 = 1e6;
 pub fn rank<'t>(seed: u64, position: usize, token: &'t str, top: &mut [(&'t str, f64)]) -> f64 {
     let mut rng = Rng::new(hash(seed ^ (position as u64).wrapping_mul(0x9e37), token));
     let chosen = 0.55 + 0.449 * rng.unit();
-    let logprob = round(chosen.ln());
+    let logprob = round(math::ln(chosen));
     let Some((first, rest)) = top.split_first_mut() else {
         return logprob;
     };
@@ -45,7 +46,7 @@ pub fn rank<'t>(seed: u64, position: usize, token: &'t str, top: &mut [(&'t str,
         let p = scale * (0.5 + 0.45 * rng.unit());
         // The vocabulary has more entries than MAX_TOP + 1, so a candidate is always left.
         let alternative = candidates.next().copied().unwrap_or(" ");
-        *slot = (alternative, round(p.ln()));
+        *slot = (alternative, round(math::ln(p)));
     }
     logprob
 }

@@ -4,6 +4,7 @@
 pub mod echo;
 pub mod embed;
 pub mod logprobs;
+pub mod math;
 pub mod profile;
 pub mod schema;
 pub mod structured;
@@ -46,7 +47,7 @@ impl Pace {
         let mut rng = schema::Rng::new(self.noise ^ (k as u64).wrapping_mul(0x9e37_79b9));
         // Box-Muller: two uniforms give one standard normal draw.
         let (u1, u2) = (1.0 - rng.unit(), rng.unit());
-        let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let normal = (-2.0 * math::ln(u1)).sqrt() * math::cos(std::f64::consts::TAU * u2);
         Duration::from_secs_f64((mean.as_secs_f64() + normal * self.jitter.as_secs_f64()).max(0.0))
     }
 
