@@ -103,6 +103,7 @@ pub fn sse(data: &[u8]) {
         assert_eq!(all, events(&bytes), "events differ when fed byte by byte");
     }
     chunks(data, &all);
+    whole_events(data, cut);
     heads(data);
 }
 
@@ -162,5 +163,54 @@ fn chunks(data: &[u8], events: &[Vec<u8>]) {
             expected,
             "chunk reader disagrees with serde_json"
         );
+    }
+}
+
+/// Facts per event with data (`[DONE]` as `None`), as the client keeps them.
+type Seen = Vec<Option<Result<chunk::Facts, chunk::Invalid>>>;
+
+/// Reads events whole where the chunk reader can (`Reader::read_event`), the rest split out.
+struct Whole<'a>(&'a mut chunk::Reader, &'a mut Seen);
+
+impl sse::Sink for Whole<'_> {
+    fn whole(&mut self, rest: &[u8]) -> Option<usize> {
+        let (len, facts) = self.0.read_event(rest)?;
+        self.1.push(Some(Ok(facts)));
+        Some(len)
+    }
+
+    fn data(&mut self, data: &[u8]) {
+        self.1.push((data != b"[DONE]").then(|| self.0.read(data)));
+    }
+}
+
+/// Events read whole give the facts that splitting them out and reading their data gives: for the input
+/// after a content chunk's event, and for the input as the text of a second one, whole and cut at `cut`.
+fn whole_events(data: &[u8], cut: usize) {
+    let lead = format!("data: {CONTENT_CHUNK}\n\n").into_bytes();
+    let (before, after) = CONTENT_CHUNK.split_once("Hello").unwrap();
+    let as_text = [
+        lead.as_slice(),
+        b"data: ",
+        before.as_bytes(),
+        data,
+        after.as_bytes(),
+        b"\n\n",
+    ]
+    .concat();
+    for stream in [[lead.as_slice(), data].concat(), as_text] {
+        let at = (lead.len() + cut).min(stream.len());
+        for parts in [vec![stream.as_slice()], vec![&stream[..at], &stream[at..]]] {
+            let (mut split, mut whole) = (Seen::new(), Seen::new());
+            let (mut reader_a, mut reader_b) = (chunk::Reader::default(), chunk::Reader::default());
+            let (mut events_a, mut events_b) = (sse::Events::default(), sse::Events::default());
+            for part in &parts {
+                events_a.push(part, |data| {
+                    split.push((data != b"[DONE]").then(|| reader_a.read(data)));
+                });
+                events_b.push_to(part, &mut Whole(&mut reader_b, &mut whole));
+            }
+            assert_eq!(split, whole, "events read whole differ from events split and read");
+        }
     }
 }

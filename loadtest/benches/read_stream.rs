@@ -1,9 +1,12 @@
 //! What standin-load spends reading one streamed answer, without a socket: the head, the chunked body, the
 //! events, and every chunk's facts. Each way of reading the chunks runs on the same bytes in the same run,
 //! so their ratio means something on a noisy machine:
-//! - `shapes`: what the client does on one connection (events read in place, a chunk reader whose shapes
-//!   carry over across streams);
-//! - `conns_shared`, `conns_own`: answers taken in turn by 256 connections, each copying its answer into its
+//! - `whole`: what the client does on one connection (events read in place, a chunk reader whose shapes
+//!   carry over across streams, and an event that is the previous one with other content text read whole
+//!   in one pass, without a search for its end);
+//! - `shapes`: the same with every event split out first and then read (the client before it read events
+//!   whole);
+//! - `conns_shared`, `conns_own`: as `whole`, with answers taken in turn by 256 connections, each copying its answer into its
 //!   own read buffer as the kernel does; their readers share one set of shapes (what the client does) or
 //!   each keep their own (as before the shapes were shared): sharing is for memory, and should cost no
 //!   time;
@@ -25,7 +28,7 @@ mod sse;
 #[path = "../src/chunk.rs"]
 mod chunk;
 
-use sse::{parse_head, BodyDecoder, Events, Progress};
+use sse::{parse_head, BodyDecoder, Events, Progress, Sink};
 
 /// Streams read per sample, each with its own id, as consecutive answers on one connection.
 const STREAMS: usize = 64;
@@ -76,6 +79,7 @@ fn answer(n: usize) -> Vec<u8> {
 
 #[derive(Clone, Copy)]
 enum Way {
+    Whole,
     Shapes,
     /// 256 connections; whether their readers share shapes.
     Conns {
@@ -86,6 +90,47 @@ enum Way {
     Serde,
 }
 
+/// Counts what the client counts: content events and the completion tokens of the usage chunk.
+struct Tally<'a> {
+    reader: &'a mut chunk::Reader,
+    way: Way,
+    content: u32,
+    tokens: u64,
+}
+
+impl Tally<'_> {
+    fn facts(&mut self, facts: chunk::Facts) {
+        self.content += u32::from(facts.content);
+        if let Some((_, completion)) = facts.usage {
+            self.tokens = completion;
+        }
+    }
+}
+
+impl Sink for Tally<'_> {
+    fn whole(&mut self, rest: &[u8]) -> Option<usize> {
+        if !matches!(self.way, Way::Whole | Way::Conns { .. }) {
+            return None;
+        }
+        let (len, facts) = self.reader.read_event(rest)?;
+        self.facts(facts);
+        Some(len)
+    }
+
+    fn data(&mut self, data: &[u8]) {
+        if data == b"[DONE]" {
+            return;
+        }
+        let facts = match self.way {
+            Way::Scanner => chunk::read(data),
+            Way::Serde => chunk::by_serde(data),
+            _ => self.reader.read(data),
+        }
+        .expect("valid chunk");
+        self.facts(facts);
+    }
+}
+
 /// Reads one answer; returns (content events, completion tokens) so nothing is optimised away.
 fn read(answer: &[u8], way: Way, reader: &mut chunk::Reader, events: &mut Events) -> (u32, u64) {
     let Ok(Some(head)) = parse_head(answer) else {
@@ -93,26 +138,17 @@ fn read(answer: &[u8], way: Way, reader: &mut chunk::Reader, events: &mut Events
     };
     let mut decoder = BodyDecoder::new(head.framing);
     events.clear();
-    let (mut content, mut tokens) = (0, 0);
+    let mut tally = Tally {
+        reader,
+        way,
+        content: 0,
+        tokens: 0,
+    };
     let progress = decoder.feed_pieces(&answer[head.len..], |piece| {
-        events.push(piece, |data| {
-            if data == b"[DONE]" {
-                return;
-            }
-            let facts = match way {
-                Way::Shapes | Way::Conns { .. } | Way::PerStream => reader.read(data),
-                Way::Scanner => chunk::read(data),
-                Way::Serde => chunk::by_serde(data),
-            }
-            .expect("valid chunk");
-            content += u32::from(facts.content);
-            if let Some((_, completion)) = facts.usage {
-                tokens = completion;
-            }
-        });
+        events.push_to(piece, &mut tally);
     });
     assert!(matches!(progress, Ok(Progress::Done(_))));
-    (content, tokens)
+    (tally.content, tally.tokens)
 }
 
 fn main() {
@@ -120,6 +156,7 @@ fn main() {
     let answers: Vec<Vec<u8>> = (0..STREAMS).map(answer).collect();
     let rounds = if quick { 2 } else { 400 };
     let ways = [
+        ("whole", Way::Whole),
         ("shapes", Way::Shapes),
         ("conns_shared", Way::Conns { shared: true }),
         ("conns_own", Way::Conns { shared: false }),

@@ -96,6 +96,9 @@ pub struct Reader {
     prev: Vec<u8>,
     prev_facts: Facts,
     prev_content: Option<(usize, usize)>,
+    /// `prev` has no line feed and does not end with a carriage return: it could be the data of a one-line
+    /// event exactly as sent, which [`Reader::read_event`] relies on.
+    prev_one_line: bool,
     /// Scratch: the free parts of the chunk being read.
     spans: Vec<Span>,
 }
@@ -151,6 +154,7 @@ impl Reader {
             prev: Vec::new(),
             prev_facts: Facts::default(),
             prev_content: None,
+            prev_one_line: false,
             spans: Vec::new(),
         }
     }
@@ -190,6 +194,47 @@ impl Reader {
         self.prev.extend_from_slice(data);
         self.prev_facts = facts;
         self.prev_content = content;
+        self.prev_one_line = content.is_some()
+            && memchr::memchr(b'\n', data).is_none()
+            && data.last() != Some(&b'\r');
+    }
+
+    /// A whole SSE event at the start of `rest` whose data is the previous chunk with other content text:
+    /// `data: `, the previous chunk's bytes before its text, text that needs no escapes, the bytes after, and
+    /// the blank line (`\n\n` or `\n\r\n`). Its length and facts, as splitting the event out and calling
+    /// [`read`](Self::read) on its data would give; `None` when unsure (the caller then does just that). In
+    /// a stream most events are such, and this reads each in one pass: no search for the event's end.
+    pub fn read_event(&self, rest: &[u8]) -> Option<(usize, Facts)> {
+        const DATA: &[u8] = b"data: ";
+        let (start, end) = self.prev_content?;
+        if !self.prev_one_line {
+            return None;
+        }
+        let data = rest.strip_prefix(DATA)?;
+        if data.len() < start || data[..start] != self.prev[..start] {
+            return None;
+        }
+        // The text ends at the first quote, backslash or control byte: the tail must start there.
+        let text_end = plain_run_end(data, start);
+        let tail = &self.prev[end..];
+        let after = text_end + tail.len();
+        if data.len() < after || data[text_end..after] != *tail {
+            return None;
+        }
+        let blank = match data[after..] {
+            [b'\n', b'\n', ..] => 2,
+            [b'\n', b'\r', b'\n', ..] => 3,
+            _ => return None,
+        };
+        let text = &data[start..text_end];
+        if !text.is_ascii() && std::str::from_utf8(text).is_err() {
+            return None;
+        }
+        let facts = Facts {
+            content: !text.is_empty(),
+            ..self.prev_facts
+        };
+        Some((DATA.len() + after + blank, facts))
     }
 
     /// `data` is the previous chunk with other text in its content string: everything before and after the

@@ -12,7 +12,7 @@ use crate::chunk;
 use crate::clock::Clock;
 use crate::heads::Heads;
 use crate::record::{Failure, Record};
-use crate::sse::{BodyDecoder, Events, Framing, Head, Progress};
+use crate::sse::{BodyDecoder, Events, Framing, Head, Progress, Sink};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
@@ -320,15 +320,18 @@ fn read_response(
             rec.first_byte.get_or_insert(*read_at);
             // Events are read where they lie in the read buffer; other bodies are collected in `body`.
             let progress = if head.event_stream && head.status == 200 {
-                let now = *read_at;
-                let mut events = 0u32;
-                let (chunks, pending) = (&mut conn.chunks, &mut conn.events);
+                let mut sink = StreamSink {
+                    chunks: &mut conn.chunks,
+                    state: &mut stream_state,
+                    rec,
+                    now: *read_at,
+                    events: 0,
+                };
+                let pending = &mut conn.events;
                 let progress = decoder.feed_pieces(conn.rbuf.bytes(), |piece| {
-                    pending.push(piece, |data| {
-                        events += 1;
-                        stream_state.on_event(chunks, data, now, rec);
-                    });
+                    pending.push_to(piece, &mut sink);
                 });
+                let events = sink.events;
                 rec.coalesced_events += events.saturating_sub(1);
                 seen = seen.saturating_add(events);
                 progress
@@ -397,10 +400,20 @@ impl StreamState {
             rec.done = Some(now);
             return;
         }
+        self.on_chunk(chunks.read(data), now, rec);
+    }
+
+    /// A chunk's facts (or that it was not valid), for a stream not failed so far.
+    fn on_chunk(
+        &mut self,
+        read: Result<chunk::Facts, chunk::Invalid>,
+        now: Duration,
+        rec: &mut Record,
+    ) {
         if rec.done.is_some() {
             self.after_done = true;
         }
-        let Ok(chunk) = chunks.read(data) else {
+        let Ok(chunk) = read else {
             self.failure = Some(Failure::MalformedSse);
             return;
         };
@@ -450,6 +463,33 @@ impl StreamState {
     }
 }
 
+/// The events of one read, all timed `now`, counted into `events`.
+struct StreamSink<'a> {
+    chunks: &'a mut chunk::Reader,
+    state: &'a mut StreamState,
+    rec: &'a mut Record,
+    now: Duration,
+    events: u32,
+}
+
+impl Sink for StreamSink<'_> {
+    fn whole(&mut self, rest: &[u8]) -> Option<usize> {
+        // A failed stream's events are only counted, as `on_event` does.
+        if self.state.failure.is_some() {
+            return None;
+        }
+        let (len, facts) = self.chunks.read_event(rest)?;
+        self.events += 1;
+        self.state.on_chunk(Ok(facts), self.now, self.rec);
+        Some(len)
+    }
+
+    fn data(&mut self, data: &[u8]) {
+        self.events += 1;
+        self.state.on_event(self.chunks, data, self.now, self.rec);
+    }
+}
+
 fn finish_json(
     chunks: &mut chunk::Reader,
     body: &[u8],
@@ -479,6 +519,150 @@ fn finish_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Facts (or Invalid) per event with data, `[DONE]` as None.
+    type Seen = Vec<Option<Result<chunk::Facts, chunk::Invalid>>>;
+
+    /// Reads events whole where the chunk reader can, counting them; the rest split out.
+    struct Whole<'a>(&'a mut chunk::Reader, &'a mut Seen, &'a mut usize);
+
+    impl Sink for Whole<'_> {
+        fn whole(&mut self, rest: &[u8]) -> Option<usize> {
+            let (len, facts) = self.0.read_event(rest)?;
+            self.1.push(Some(Ok(facts)));
+            *self.2 += 1;
+            Some(len)
+        }
+        fn data(&mut self, data: &[u8]) {
+            let read = (data != b"[DONE]").then(|| self.0.read(data));
+            self.1.push(read);
+        }
+    }
+
+    /// Feeds `parts` to two readers, one reading events whole where it can: asserts both saw the same facts,
+    /// and returns how many events were read whole.
+    fn read_both(parts: &[&[u8]]) -> usize {
+        let (mut split, mut whole) = (Seen::new(), Seen::new());
+        let (mut reader_a, mut reader_b) = (chunk::Reader::default(), chunk::Reader::default());
+        let (mut events_a, mut events_b) = (Events::default(), Events::default());
+        let mut taken_whole = 0;
+        for part in parts {
+            events_a.push(part, |data| {
+                split.push((data != b"[DONE]").then(|| reader_a.read(data)));
+            });
+            events_b.push_to(
+                part,
+                &mut Whole(&mut reader_b, &mut whole, &mut taken_whole),
+            );
+        }
+        assert_eq!(split, whole, "parts {parts:?}");
+        taken_whole
+    }
+
+    /// The fuzz corpus of `loadtest_sse`, each input after a content chunk's event and as the text of a
+    /// second one: events read whole give the facts of events split out and read.
+    #[test]
+    fn fuzz_inputs_read_whole_as_split_and_read() {
+        let chunk = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}"#;
+        let lead = format!("data: {chunk}\n\n").into_bytes();
+        let (before, after) = chunk.split_once("Hello").unwrap();
+        let mut whole = 0;
+        for (_, input) in crate::sse::fuzz_inputs() {
+            let as_text = [
+                &lead[..],
+                b"data: ",
+                before.as_bytes(),
+                &input,
+                after.as_bytes(),
+                b"\n\n",
+            ]
+            .concat();
+            whole += read_both(&[&lead, &input]);
+            whole += read_both(&[&as_text]);
+        }
+        assert!(whole > 0, "no input was read whole");
+    }
+
+    /// Events read whole by the chunk reader (`Reader::read_event`) give the same facts, event for event,
+    /// as events split out and read from their data: over a stream like the server's, with texts that need
+    /// escapes or are not ASCII, and over many copies of it with a byte changed, inserted or removed near a
+    /// content text or an event's end, fed in two or three pieces.
+    #[test]
+    fn events_read_whole_match_events_split_then_read() {
+        use crate::workload::Rng;
+        let head = r#"{"id":"chatcmpl-7","object":"chat.completion.chunk","created":1,"model":"m","choices":"#;
+        let content = |text: &str| {
+            format!(
+                r#"{head}[{{"index":0,"delta":{{"content":"{text}"}},"finish_reason":null}}]}}"#
+            )
+        };
+        let mut stream = format!(
+            "data: {head}[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n"
+        );
+        let texts = [
+            "Hi",
+            " there",
+            "",
+            " caf\u{e9}",
+            r#"a\"b"#,
+            r#"\n"#,
+            "x",
+            " \u{1f600}",
+            " end",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            let blank = if i % 3 == 2 { "\n\r\n" } else { "\n\n" };
+            stream += &format!("data: {}{blank}", content(text));
+        }
+        // Data on two lines, joined with a line feed; then an event whose second line is not data, which
+        // must not be read as the first one's shape.
+        let split = |text: &str, next: &str| {
+            content(text).replace(",\"finish_reason\"", &format!(",\n{next}\"finish_reason\""))
+        };
+        stream += &format!(
+            "data: {}\n\ndata: {}\n\n",
+            split("m", "data: "),
+            split("n", "")
+        );
+        stream += &format!(
+            "data: {head}[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n"
+        );
+        stream += &format!("data: {head}[],\"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":9,\"total_tokens\":12}}}}\n\ndata: [DONE]\n\n");
+        let stream = stream.into_bytes();
+
+        // The unchanged stream: plain content events after a plain content event are read whole.
+        assert_eq!(read_both(&[&stream]), 5);
+
+        let bytes = [
+            b'"', b'\\', b'\n', b'\r', b' ', b'a', b'}', b':', 0xc3, 0xa9, 0x80, 0x01,
+        ];
+        let targets: Vec<usize> = stream
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w == b"\n\n" || w[0] == b'"')
+            .map(|(i, _)| i)
+            .collect();
+        let mut rng = Rng::new(3);
+        for _ in 0..20_000 {
+            let mut mutated = stream.clone();
+            let at = (targets[rng.range(0, targets.len() as u64 - 1) as usize] as i64
+                + rng.range(0, 6) as i64
+                - 3)
+            .clamp(0, mutated.len() as i64 - 1) as usize;
+            let byte = bytes[rng.range(0, bytes.len() as u64 - 1) as usize];
+            match rng.range(0, 2) {
+                0 => mutated[at] = byte,
+                1 => mutated.insert(at, byte),
+                _ => {
+                    mutated.remove(at);
+                }
+            }
+            let a = rng.range(0, mutated.len() as u64) as usize;
+            let b = rng.range(a as u64, mutated.len() as u64) as usize;
+            read_both(&[&mutated]);
+            read_both(&[&mutated[..a], &mutated[a..b], &mutated[b..]]);
+        }
+    }
 
     /// The timeout runs from the send: a server slow to take the request and then slow to answer fails
     /// the request, although each wait alone is shorter than the timeout.

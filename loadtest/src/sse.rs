@@ -251,11 +251,42 @@ fn find_crlf(s: &[u8]) -> Option<usize> {
     None
 }
 
+/// Receives the events of a stream. A closure taking each event's data is one.
+pub trait Sink {
+    /// Takes the whole event at the start of `rest` (a complete event with its blank line) when it can tell
+    /// it apart without a search, with the same effect as [`data`](Self::data) on that event's data; its
+    /// length, or `None` to have it split out and passed to `data`.
+    fn whole(&mut self, _rest: &[u8]) -> Option<usize> {
+        None
+    }
+
+    /// The data of one event.
+    fn data(&mut self, data: &[u8]);
+}
+
+/// A closure taking each event's data, as a [`Sink`].
+// The binary reads through its own sink; the tests, the read_stream bench and the fuzz target, which
+// include this file, pass closures.
+#[allow(dead_code)]
+struct Each<F>(F);
+
+impl<F: FnMut(&[u8])> Sink for Each<F> {
+    fn data(&mut self, data: &[u8]) {
+        (self.0)(data)
+    }
+}
+
 /// Splits complete SSE events out of `buf` (which keeps any partial event), calling `on_data` with each
 /// event's `data` payload. Returns the number of events. Comments (`:`) and other fields are skipped;
 /// multi-line data is joined with `\n` as the SSE spec says.
+#[allow(dead_code)]
 pub fn drain_events(buf: &mut Vec<u8>, on_data: impl FnMut(&[u8])) -> usize {
-    let (used, events) = split_events(buf, on_data);
+    drain_into(buf, &mut Each(on_data))
+}
+
+/// [`drain_events`] into a [`Sink`].
+fn drain_into(buf: &mut Vec<u8>, sink: &mut impl Sink) -> usize {
+    let (used, events) = split_events(buf, sink);
     buf.drain(..used);
     events
 }
@@ -273,31 +304,45 @@ impl Events {
     }
 
     /// Calls `on_data` with the data of each event completed by `piece`; returns how many there were.
+    #[allow(dead_code)]
     pub fn push(&mut self, piece: &[u8], on_data: impl FnMut(&[u8])) -> usize {
+        self.push_to(piece, &mut Each(on_data))
+    }
+
+    /// [`push`](Self::push) into a [`Sink`].
+    pub fn push_to(&mut self, piece: &[u8], sink: &mut impl Sink) -> usize {
         if self.partial.is_empty() {
-            let (used, events) = split_events(piece, on_data);
+            let (used, events) = split_events(piece, sink);
             self.partial.extend_from_slice(&piece[used..]);
             events
         } else {
             self.partial.extend_from_slice(piece);
-            drain_events(&mut self.partial, on_data)
+            drain_into(&mut self.partial, sink)
         }
     }
 }
 
 /// The events complete in `buf`, as [`drain_events`]: (bytes they take, how many had data).
-fn split_events(buf: &[u8], mut on_data: impl FnMut(&[u8])) -> (usize, usize) {
+fn split_events(buf: &[u8], sink: &mut impl Sink) -> (usize, usize) {
     let mut start = 0;
     let mut events = 0;
     // Only an event of several lines needs its data joined; the usual single `data:` line is lent as is.
     let mut joined: Vec<u8> = Vec::new();
-    while let Some((end, next, one_line)) = find_event_end(&buf[start..]) {
+    loop {
+        if let Some(n) = sink.whole(&buf[start..]) {
+            start += n;
+            events += 1;
+            continue;
+        }
+        let Some((end, next, one_line)) = find_event_end(&buf[start..]) else {
+            break;
+        };
         let event = &buf[start..start + end];
         start += next;
         if one_line {
             let line = event.strip_suffix(b"\r").unwrap_or(event);
             if let Some(value) = line.strip_prefix(b"data:") {
-                on_data(value.strip_prefix(b" ").unwrap_or(value));
+                sink.data(value.strip_prefix(b" ").unwrap_or(value));
                 events += 1;
             }
             continue;
@@ -316,7 +361,7 @@ fn split_events(buf: &[u8], mut on_data: impl FnMut(&[u8])) -> (usize, usize) {
             }
         }
         if has_data {
-            on_data(&joined);
+            sink.data(&joined);
             events += 1;
         }
     }
