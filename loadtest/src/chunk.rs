@@ -97,8 +97,9 @@ pub struct Reader {
     prev_facts: Facts,
     prev_content: Option<(usize, usize)>,
     /// `prev` has no line feed and does not end with a carriage return: it could be the data of a one-line
-    /// event exactly as sent, which [`Reader::read_event`] relies on.
-    prev_one_line: bool,
+    /// event exactly as sent, which [`Reader::read_event`] relies on. Found out on its first call after
+    /// `prev` changes (`None` until then), so JSON answers never pay for it.
+    prev_one_line: Option<bool>,
     /// Scratch: the free parts of the chunk being read.
     spans: Vec<Span>,
 }
@@ -154,7 +155,7 @@ impl Reader {
             prev: Vec::new(),
             prev_facts: Facts::default(),
             prev_content: None,
-            prev_one_line: false,
+            prev_one_line: None,
             spans: Vec::new(),
         }
     }
@@ -194,9 +195,7 @@ impl Reader {
         self.prev.extend_from_slice(data);
         self.prev_facts = facts;
         self.prev_content = content;
-        self.prev_one_line = content.is_some()
-            && memchr::memchr(b'\n', data).is_none()
-            && data.last() != Some(&b'\r');
+        self.prev_one_line = None;
     }
 
     /// A whole SSE event at the start of `rest` whose data is the previous chunk with other content text:
@@ -204,10 +203,14 @@ impl Reader {
     /// the blank line (`\n\n` or `\n\r\n`). Its length and facts, as splitting the event out and calling
     /// [`read`](Self::read) on its data would give; `None` when unsure (the caller then does just that). In
     /// a stream most events are such, and this reads each in one pass: no search for the event's end.
-    pub fn read_event(&self, rest: &[u8]) -> Option<(usize, Facts)> {
+    pub fn read_event(&mut self, rest: &[u8]) -> Option<(usize, Facts)> {
         const DATA: &[u8] = b"data: ";
         let (start, end) = self.prev_content?;
-        if !self.prev_one_line {
+        let prev = &self.prev;
+        let one_line = *self.prev_one_line.get_or_insert_with(|| {
+            memchr::memchr(b'\n', prev).is_none() && prev.last() != Some(&b'\r')
+        });
+        if !one_line {
             return None;
         }
         let data = rest.strip_prefix(DATA)?;
