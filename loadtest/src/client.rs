@@ -559,6 +559,45 @@ mod tests {
         taken_whole
     }
 
+    /// The client's sink records what the closure it replaced did (every data event through
+    /// `StreamState::on_event`, counted per read): the same record, state and verdict, for `parts` taken as
+    /// successive reads.
+    fn sink_records_as_on_event(parts: &[&[u8]]) {
+        let (mut reader_a, mut reader_b) = (chunk::Reader::default(), chunk::Reader::default());
+        let (mut events_a, mut events_b) = (Events::default(), Events::default());
+        let (mut state_a, mut state_b) = (StreamState::default(), StreamState::default());
+        let (mut rec_a, mut rec_b) = (Record::default(), Record::default());
+        for (i, part) in parts.iter().enumerate() {
+            let now = Duration::from_micros(i as u64 + 1);
+            let mut n = 0u32;
+            events_a.push(part, |data| {
+                n += 1;
+                state_a.on_event(&mut reader_a, data, now, &mut rec_a);
+            });
+            rec_a.coalesced_events += n.saturating_sub(1);
+            let mut sink = StreamSink {
+                chunks: &mut reader_b,
+                state: &mut state_b,
+                rec: &mut rec_b,
+                now,
+                events: 0,
+            };
+            events_b.push_to(part, &mut sink);
+            let n = sink.events;
+            rec_b.coalesced_events += n.saturating_sub(1);
+        }
+        let facts = |s: &StreamState| (s.failure.clone(), s.after_done, s.usage_tokens);
+        assert_eq!(facts(&state_a), facts(&state_b), "parts {parts:?}");
+        let verdict_a = state_a.finish(&mut rec_a);
+        let verdict_b = state_b.finish(&mut rec_b);
+        assert_eq!(verdict_a, verdict_b, "parts {parts:?}");
+        assert_eq!(
+            format!("{rec_a:?}"),
+            format!("{rec_b:?}"),
+            "parts {parts:?}"
+        );
+    }
+
     /// The fuzz corpus of `loadtest_sse`, each input after a content chunk's event and as the text of a
     /// second one: events read whole give the facts of events split out and read.
     #[test]
@@ -579,6 +618,7 @@ mod tests {
             .concat();
             whole += read_both(&[&lead, &input]);
             whole += read_both(&[&as_text]);
+            sink_records_as_on_event(&[&lead, &input]);
         }
         assert!(whole > 0, "no input was read whole");
     }
@@ -632,6 +672,7 @@ mod tests {
 
         // The unchanged stream: plain content events after a plain content event are read whole.
         assert_eq!(read_both(&[&stream]), 5);
+        sink_records_as_on_event(&[&stream]);
 
         let bytes = [
             b'"', b'\\', b'\n', b'\r', b' ', b'a', b'}', b':', 0xc3, 0xa9, 0x80, 0x01,
@@ -661,6 +702,7 @@ mod tests {
             let b = rng.range(a as u64, mutated.len() as u64) as usize;
             read_both(&[&mutated]);
             read_both(&[&mutated[..a], &mutated[a..b], &mutated[b..]]);
+            sink_records_as_on_event(&[&mutated[..a], &mutated[a..b], &mutated[b..]]);
         }
     }
 
