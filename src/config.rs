@@ -19,7 +19,7 @@ pub const DEFAULT_MODEL: &str = "mock-gpt-model";
 pub const DEFAULT_STACK_SIZE: usize = 128 * 1024;
 /// Finished coroutines kept for reuse. may's default (1,000) would keep 8 MiB of stacks; 64 covers the
 /// connection churn of a busy keep-alive server. The pool fills as connections finish, so an idle server that
-/// never had a client holds none (see `server::configure_runtime`).
+/// never had a client holds one (see `server::configure_runtime`).
 pub const DEFAULT_COROUTINE_POOL: usize = 64;
 /// JSON nesting allowed in a request body. Real chat requests (tool schemas included) stay well below it.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;

@@ -251,7 +251,8 @@ fn find_crlf(s: &[u8]) -> Option<usize> {
     None
 }
 
-/// Receives the events of a stream. A closure taking each event's data is one.
+/// Receives the events of a stream (a closure taking each event's data goes in through [`Events::push`]
+/// and [`drain_events`]).
 pub trait Sink {
     /// Takes the whole event at the start of `rest` (a complete event with its blank line) when it can tell
     /// it apart without a search, with the same effect as [`data`](Self::data) on that event's data; its
