@@ -230,14 +230,10 @@ impl Reader {
             _ => return None,
         };
         let text = &data[start..text_end];
-        if !text.is_ascii() && std::str::from_utf8(text).is_err() {
+        if !is_utf8(text) {
             return None;
         }
-        let facts = Facts {
-            content: !text.is_empty(),
-            ..self.prev_facts
-        };
-        Some((DATA.len() + after + blank, facts))
+        Some((DATA.len() + after + blank, self.with_text(text)))
     }
 
     /// `data` is the previous chunk with other text in its content string: everything before and after the
@@ -254,10 +250,15 @@ impl Reader {
             return None;
         }
         let text = plain_text(data, start, text_end)?;
-        Some(Facts {
+        Some(self.with_text(text))
+    }
+
+    /// The previous chunk's facts for a chunk like it with content `text`.
+    fn with_text(&self, text: &[u8]) -> Facts {
+        Facts {
             content: !text.is_empty(),
             ..self.prev_facts
-        })
+        }
     }
 
     /// The first shape `data` fits (the one that followed the last matched, then the others), with where
@@ -412,12 +413,14 @@ pub fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 /// character, and valid UTF-8.
 fn plain_text(data: &[u8], start: usize, end: usize) -> Option<&[u8]> {
     let text = &data[start..end];
-    if plain_run_end(text, 0) != text.len()
-        || (!text.is_ascii() && std::str::from_utf8(text).is_err())
-    {
+    if plain_run_end(text, 0) != text.len() || !is_utf8(text) {
         return None;
     }
     Some(text)
+}
+
+fn is_utf8(text: &[u8]) -> bool {
+    text.is_ascii() || std::str::from_utf8(text).is_ok()
 }
 
 /// Nesting the scanner follows before leaving a body to serde_json (whose own limit is 128).
