@@ -91,7 +91,7 @@ USAGE: standin-load [FLAGS]
   --prompt-words MIN:MAX  random words, count drawn from MIN..=MAX
   --prompt-file FILE      JSONL file of whole request bodies, used in turn
   --api-key KEY           bearer key
-  --timeout SECS          per-request timeout [default: 60]
+  --timeout SECS          per-request timeout, from the send, noticed within 10 ms [default: 60]
   --json FILE             write the report as JSON (vLLM bench serve field names plus ours)
   --svg FILE              write latency distributions and a throughput timeline as SVG
   --raw FILE              write every request's raw timings (JSONL) for `standin-load merge`

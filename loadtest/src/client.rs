@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 + SSE client on `may::net`: one request at a time per connection, keep-alive reuse,
 //! and a timestamp for every milestone of the response (head, first byte, each event, `[DONE]`).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +11,10 @@ use may::net::TcpStream;
 use crate::chunk;
 use crate::clock::Clock;
 use crate::heads::Heads;
+use crate::readbuf::ReadBuf;
 use crate::record::{Failure, Record};
 use crate::sse::{BodyDecoder, Events, Framing, Head, Progress, Sink};
-
-/// Bytes asked of the socket per read.
-const READ_SIZE: usize = 16 * 1024;
+use crate::watchdog::{self, Deadline};
 
 /// Where requests go.
 #[derive(Debug, Clone)]
@@ -30,7 +29,15 @@ pub struct Target {
 pub struct Connection {
     stream: TcpStream,
     rbuf: ReadBuf,
-    /// The socket timeouts currently set.
+    /// Wakes a read wait when the request's deadline passes.
+    deadline: Arc<Deadline>,
+    /// A request was written and nothing read since: its answer cannot have come yet, so the first read
+    /// waits for it rather than trying first.
+    just_sent: bool,
+    /// A wait's events said the peer closed: the next request's first read tries the socket (where the
+    /// end already is) rather than waiting for an event that will not come again.
+    peer_closed: bool,
+    /// The socket write timeout currently set.
     timeout: Option<Duration>,
     body: Vec<u8>,
     events: Events,
@@ -43,60 +50,6 @@ pub struct Connection {
     last_events: usize,
     /// Served at least one response: a failed write may just mean the server closed an idle connection.
     reused: bool,
-}
-
-/// Bytes read and not yet used, at `lo..hi` of a buffer zeroed once: reads land in place, and using bytes
-/// moves nothing.
-struct ReadBuf {
-    buf: Vec<u8>,
-    lo: usize,
-    hi: usize,
-}
-
-impl ReadBuf {
-    fn new() -> Self {
-        ReadBuf {
-            buf: vec![0; READ_SIZE],
-            lo: 0,
-            hi: 0,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[self.lo..self.hi]
-    }
-
-    fn is_empty(&self) -> bool {
-        self.lo == self.hi
-    }
-
-    fn clear(&mut self) {
-        (self.lo, self.hi) = (0, 0);
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.lo += n;
-        if self.lo == self.hi {
-            self.clear();
-        }
-    }
-
-    /// Room to read into: at least a quarter of READ_SIZE, moving the unused bytes to the front or growing
-    /// when the end is near (a head or chunk line larger than the buffer; both are bounded by the parsers).
-    fn spare(&mut self) -> &mut [u8] {
-        if self.buf.len() - self.hi < READ_SIZE / 4 {
-            self.buf.copy_within(self.lo..self.hi, 0);
-            (self.lo, self.hi) = (0, self.hi - self.lo);
-            if self.buf.len() - self.hi < READ_SIZE / 4 {
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-        }
-        &mut self.buf[self.hi..]
-    }
-
-    fn filled(&mut self, n: usize) {
-        self.hi += n;
-    }
 }
 
 /// Opens a connection, optionally from a given local address (to spread ports over 127.0.0.x), whose
@@ -113,8 +66,11 @@ pub fn connect(
     };
     stream.set_nodelay(true)?;
     Ok(Connection {
+        deadline: watchdog::watch(&stream),
         stream,
         rbuf: ReadBuf::new(),
+        just_sent: false,
+        peer_closed: false,
         timeout: None,
         body: Vec::new(),
         events: Events::default(),
@@ -165,11 +121,15 @@ pub fn exchange(
     rec: &mut Record,
 ) -> bool {
     if conn.timeout != Some(timeout) {
-        // Set once per connection, not per request: each is a setsockopt call.
-        let _ = conn.stream.set_read_timeout(Some(timeout));
+        // Set once per connection, not per request: each is a setsockopt call. Reads wait on the
+        // watchdog instead (see `read_more`).
         let _ = conn.stream.set_write_timeout(Some(timeout));
         conn.timeout = Some(timeout);
     }
+    // An event on the idle connection (the server closing it, mostly) would be cleared by the write: if
+    // there was one, or the last wait saw the close, the first read tries the socket instead of waiting for
+    // another.
+    let idle_event = watchdog::take_event(&conn.stream) | std::mem::take(&mut conn.peer_closed);
     rec.sent = clock.elapsed();
     let deadline = rec.sent + timeout;
     if let Err(e) = conn.stream.write_all(request) {
@@ -182,6 +142,7 @@ pub fn exchange(
         return false;
     }
     conn.rbuf.clear();
+    conn.just_sent = !idle_event;
     conn.body.clear();
     conn.events.clear();
     rec.content_events.reserve(conn.last_events);
@@ -189,6 +150,7 @@ pub fn exchange(
     // This first one, after the write, lets the deadline check see the time a slow write took.
     let mut read_at = clock.elapsed();
     let result = read_response(conn, clock, deadline, &mut read_at, abandon_after, rec);
+    conn.deadline.disarm();
     rec.end = match result {
         Ok(Ended::Complete { .. }) => read_at,
         _ => clock.elapsed(),
@@ -237,39 +199,36 @@ fn classify_connect(e: &io::Error) -> Failure {
     }
 }
 
-/// Reads more of the answer and sets `read_at` to when the read returned (an offset on `clock`).
+/// Reads more of the answer and sets `read_at` to when the read returned (an offset on `clock`). A read
+/// that finds nothing waits for the socket, woken at the latest by the watchdog at `deadline`.
 fn read_more(
     conn: &mut Connection,
     clock: Clock,
     deadline: Duration,
     read_at: &mut Duration,
 ) -> Result<usize, Failure> {
-    // `read_at` is at most one read's processing old: close enough to check the deadline.
-    if *read_at >= deadline {
-        return Err(Failure::Timeout);
-    }
-    // Shorten the socket timeout when the deadline is near, so a trickling server cannot stretch it.
-    let left = deadline - *read_at;
-    if conn.timeout.is_some_and(|t| left < t / 2) {
-        let _ = conn.stream.set_read_timeout(Some(left));
-        conn.timeout = Some(left);
-    }
-    let result = conn.stream.read(conn.rbuf.spare());
-    *read_at = clock.elapsed();
-    if let Ok(n) = result {
-        conn.rbuf.filled(n);
-    }
-    match result {
-        Ok(n) => Ok(n),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) =>
-        {
-            Err(Failure::Timeout)
+    use std::os::fd::AsRawFd;
+    loop {
+        // `read_at` is at most one read's processing old: close enough to check the deadline.
+        if *read_at >= deadline {
+            return Err(Failure::Timeout);
         }
-        Err(_) => Err(Failure::Io),
+        if !std::mem::take(&mut conn.just_sent) {
+            match conn.rbuf.recv(conn.stream.as_raw_fd()) {
+                Ok(n) => {
+                    *read_at = clock.elapsed();
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    *read_at = clock.elapsed();
+                    return Err(Failure::Io);
+                }
+            }
+        }
+        conn.peer_closed |= watchdog::wait(&conn.stream, &conn.deadline, clock.ns_at(deadline));
+        *read_at = clock.elapsed();
     }
 }
 
@@ -753,32 +712,85 @@ mod tests {
         server.join().unwrap();
     }
 
+    /// Runs `exchange` in a coroutine against `addr` for each of `requests`, pausing `pause` between them on
+    /// one kept-alive connection; returns the records.
+    fn exchanges(
+        addr: SocketAddr,
+        timeout: Duration,
+        pause: Duration,
+        requests: usize,
+    ) -> Vec<Record> {
+        let mut conn = connect(addr, None, timeout, &Arc::default()).unwrap();
+        let request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let clock = Clock::start();
+        may::go!(move || {
+            let mut recs = Vec::new();
+            for i in 0..requests {
+                if i > 0 {
+                    may::coroutine::sleep(pause);
+                }
+                let mut rec = Record::default();
+                let keep = exchange(&mut conn, &request, clock, timeout, None, &mut rec);
+                recs.push(rec);
+                if !keep {
+                    break;
+                }
+            }
+            recs
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A server that closes a kept-alive connection while it is idle, by half-closing it and holding it
+    /// open (so no reset answers the next request), fails that request at once as a broken connection
+    /// (which the runner retries), not as a timeout: the close's event, seen before the write, is not
+    /// waited for again.
     #[test]
-    fn read_buffer_keeps_unused_bytes_across_compaction_and_growth() {
-        let mut buf = ReadBuf::new();
-        let fill = |buf: &mut ReadBuf, bytes: &[u8]| {
-            buf.spare()[..bytes.len()].copy_from_slice(bytes);
-            buf.filled(bytes.len());
-        };
-        fill(&mut buf, b"HTTP/1.1 200 OK\r\n");
-        buf.consume(9);
-        assert_eq!(buf.bytes(), b"200 OK\r\n");
-        // Fill to near the end: the next spare() moves the unused bytes to the front.
-        let big = vec![b'x'; READ_SIZE - 20];
-        fill(&mut buf, &big);
-        assert!(buf.spare().len() >= READ_SIZE / 4);
-        assert!(buf.bytes().starts_with(b"200 OK\r\nxxx"));
-        assert_eq!(buf.bytes().len(), 8 + READ_SIZE - 20);
-        // Nothing used: it grows instead, keeping every byte.
-        let more = vec![b'y'; buf.spare().len()];
-        let before = buf.bytes().len();
-        fill(&mut buf, &more);
-        assert!(buf.spare().len() >= READ_SIZE / 4);
-        assert_eq!(buf.bytes().len(), before + more.len());
-        assert_eq!(&buf.bytes()[before - 1..before + 1], b"xy");
-        assert!(buf.bytes().starts_with(b"200 OK\r\nxxx"));
-        buf.consume(buf.bytes().len());
-        assert!(buf.is_empty());
-        assert_eq!(buf.spare().len(), buf.buf.len());
+    fn a_connection_closed_while_idle_fails_at_once() {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done, wait_done) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = br#"{"choices":[{"message":{"content":"x"}}]}"#;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            s.write_all(&[head.as_bytes(), body].concat()).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = wait_done.recv();
+        });
+        let recs = exchanges(addr, Duration::from_secs(20), Duration::from_millis(200), 2);
+        done.send(()).unwrap();
+        assert_eq!(recs[0].failure, None);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].failure, Some(Failure::Io));
+        assert_eq!(recs[1].bytes, 0);
+        server.join().unwrap();
+    }
+
+    /// A server that keeps sending, each piece well within the timeout, cannot stretch the request past
+    /// it: the deadline runs from the send, whatever arrives meanwhile.
+    #[test]
+    fn a_trickling_answer_times_out_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+            let _ = s.write_all(head.as_bytes());
+            let event = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+            let chunk = [format!("{:x}\r\n", event.len()).as_bytes(), event, b"\r\n"].concat();
+            // Until the client gives up and closes.
+            while s.write_all(&chunk).is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let recs = exchanges(addr, Duration::from_millis(400), Duration::ZERO, 1);
+        assert_eq!(recs[0].failure, Some(Failure::Timeout));
+        assert!(recs[0].content_events.len() >= 2, "{:?}", recs[0]);
+        server.join().unwrap();
     }
 }

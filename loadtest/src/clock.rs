@@ -16,14 +16,20 @@ impl Clock {
         Clock { start: now_ns() }
     }
 
+    /// The reading of [`now_ns`] at `offset` on this clock.
+    pub fn ns_at(&self, offset: Duration) -> u64 {
+        self.start.saturating_add(offset.as_nanos() as u64)
+    }
+
     /// Time since the clock started.
     pub fn elapsed(&self) -> Duration {
         Duration::from_nanos(now_ns().saturating_sub(self.start))
     }
 }
 
+/// Nanoseconds on `CLOCK_MONOTONIC`.
 #[allow(unsafe_code)]
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

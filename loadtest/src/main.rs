@@ -18,12 +18,14 @@ mod clock;
 mod heads;
 mod merge;
 mod raw;
+mod readbuf;
 mod record;
 mod report;
 mod runner;
 mod sse;
 mod stats;
 mod svg;
+mod watchdog;
 mod workload;
 
 use std::io::Write;
