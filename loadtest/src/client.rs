@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 + SSE client on `may::net`: one request at a time per connection, keep-alive reuse,
 //! and a timestamp for every milestone of the response (head, first byte, each event, `[DONE]`).
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +37,6 @@ pub struct Connection {
     /// A wait's events said the peer closed: the next request's first read tries the socket (where the
     /// end already is) rather than waiting for an event that will not come again.
     peer_closed: bool,
-    /// The socket write timeout currently set.
-    timeout: Option<Duration>,
     body: Vec<u8>,
     events: Events,
     /// Reads the chunks of this connection's streams.
@@ -71,7 +69,6 @@ pub fn connect(
         rbuf: ReadBuf::new(),
         just_sent: false,
         peer_closed: false,
-        timeout: None,
         body: Vec::new(),
         events: Events::default(),
         chunks: chunk::Reader::new(Arc::clone(shapes)),
@@ -120,29 +117,25 @@ pub fn exchange(
     abandon_after: Option<u32>,
     rec: &mut Record,
 ) -> bool {
-    if conn.timeout != Some(timeout) {
-        // Set once per connection, not per request: each is a setsockopt call. Reads wait on the
-        // watchdog instead (see `read_more`).
-        let _ = conn.stream.set_write_timeout(Some(timeout));
-        conn.timeout = Some(timeout);
-    }
-    // An event on the idle connection (the server closing it, mostly) would be cleared by the write: if
-    // there was one, or the last wait saw the close, the first read tries the socket instead of waiting for
-    // another.
-    let idle_event = watchdog::take_event(&conn.stream) | std::mem::take(&mut conn.peer_closed);
     rec.sent = clock.elapsed();
     let deadline = rec.sent + timeout;
-    if let Err(e) = conn.stream.write_all(request) {
-        rec.failure = Some(if conn.reused {
-            Failure::Io
-        } else {
-            classify_connect(&e)
-        });
-        rec.end = clock.elapsed();
-        return false;
-    }
+    let sent = send_request(conn, request, clock, deadline);
+    conn.deadline.disarm();
+    let waited = match sent {
+        Ok(waited) => waited,
+        Err(failure) => {
+            rec.failure = Some(failure);
+            rec.end = clock.elapsed();
+            return false;
+        }
+    };
     conn.rbuf.clear();
-    conn.just_sent = !idle_event;
+    // The answer cannot have come before the request left, and no event since the last wait has been
+    // cleared (the send does not touch may's flag), so the first read can wait without trying: on a
+    // connection that has carried an answer before (a new one's connect cleared the flag, and a reply
+    // sent on accept would be missed), when the request left in one `send` (a wait within the send took
+    // the events of an early reply), and unless the last wait saw the peer close (that event is spent).
+    conn.just_sent = conn.reused && !waited && !std::mem::take(&mut conn.peer_closed);
     conn.body.clear();
     conn.events.clear();
     rec.content_events.reserve(conn.last_events);
@@ -197,6 +190,52 @@ fn classify_connect(e: &io::Error) -> Failure {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout,
         _ => Failure::Io,
     }
+}
+
+/// Sends `request` by `send` on the non-blocking socket, waiting for room when the socket is full (or still
+/// connecting) until `deadline`. may's own write is not used: it clears the socket's event flag, so a reply
+/// that came meanwhile would not wake the read that follows. Returns whether it had to wait.
+fn send_request(
+    conn: &mut Connection,
+    request: &[u8],
+    clock: Clock,
+    deadline: Duration,
+) -> Result<bool, Failure> {
+    use std::os::fd::AsRawFd;
+    let (mut at, mut waited) = (0, false);
+    while at < request.len() {
+        match send(conn.stream.as_raw_fd(), &request[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if clock.elapsed() >= deadline {
+                    return Err(Failure::Timeout);
+                }
+                waited = true;
+                conn.peer_closed |=
+                    watchdog::wait(&conn.stream, &conn.deadline, clock.ns_at(deadline));
+            }
+            Err(e) => {
+                return Err(if conn.reused {
+                    Failure::Io
+                } else {
+                    classify_connect(&e)
+                })
+            }
+        }
+    }
+    Ok(waited)
+}
+
+/// One `send` without `SIGPIPE`: `WouldBlock` when the socket is full or still connecting.
+#[allow(unsafe_code)]
+fn send(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is readable memory of `bytes.len()` bytes, borrowed for the call only.
+    let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Reads more of the answer and sets `read_at` to when the read returned (an offset on `clock`). A read
@@ -478,6 +517,7 @@ fn finish_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     /// Facts (or Invalid) per event with data, `[DONE]` as None.
     type Seen = Vec<Option<Result<chunk::Facts, chunk::Invalid>>>;
@@ -744,8 +784,8 @@ mod tests {
 
     /// A server that closes a kept-alive connection while it is idle, by half-closing it and holding it
     /// open (so no reset answers the next request), fails that request at once as a broken connection
-    /// (which the runner retries), not as a timeout: the close's event, seen before the write, is not
-    /// waited for again.
+    /// (which the runner retries), not as a timeout: the close's event, which came with the answer before,
+    /// is not waited for again.
     #[test]
     fn a_connection_closed_while_idle_fails_at_once() {
         use std::io::Read as _;
@@ -756,6 +796,8 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
+            // Late enough that the client waits for it, so one wake-up brings the answer and the close.
+            std::thread::sleep(Duration::from_millis(50));
             let body = br#"{"choices":[{"message":{"content":"x"}}]}"#;
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
             s.write_all(&[head.as_bytes(), body].concat()).unwrap();
@@ -791,6 +833,86 @@ mod tests {
         let recs = exchanges(addr, Duration::from_millis(400), Duration::ZERO, 1);
         assert_eq!(recs[0].failure, Some(Failure::Timeout));
         assert!(recs[0].content_events.len() >= 2, "{:?}", recs[0]);
+        server.join().unwrap();
+    }
+
+    /// A 503 written the moment a connection is accepted, as a server at its connection limit does, and
+    /// the connection held open: the request sent on it reads the refusal rather than timing out, though
+    /// the answer may come before the client's connect has finished.
+    #[test]
+    fn a_reply_sent_on_accept_is_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        const TRIES: usize = 30;
+        let server = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for _ in 0..TRIES {
+                let (mut s, _) = listener.accept().unwrap();
+                let body = br#"{"error":{"message":"busy","type":"server_error","param":null,"code":null}}"#;
+                let head = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                s.write_all(&[head.as_bytes(), body].concat()).unwrap();
+                held.push(s);
+            }
+            held
+        });
+        for _ in 0..TRIES {
+            let recs = exchanges(addr, Duration::from_secs(20), Duration::ZERO, 1);
+            assert_eq!(recs[0].failure, Some(Failure::Status(503)));
+        }
+        drop(server.join().unwrap());
+    }
+
+    /// A server that answers 401 after the head of a large request and then drains the body, keeping the
+    /// connection open: the answer, which came while the client was still sending, is read once the send
+    /// is done.
+    #[test]
+    fn a_reply_during_a_long_send_is_read() {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        const BODY: usize = 16 << 20;
+        let (done, wait_done) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let (mut buf, mut total) = (vec![0u8; 1 << 16], 0);
+            total += s.read(&mut buf).unwrap_or(0);
+            let body = br#"{"error":{"message":"no key","type":"invalid_request_error","param":null,"code":null}}"#;
+            let head = format!(
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(&[head.as_bytes(), body].concat()).unwrap();
+            while total < BODY {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            let _ = wait_done.recv();
+        });
+        let mut conn = connect(addr, None, Duration::from_secs(20), &Arc::default()).unwrap();
+        let mut request = b"POST / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        request.resize(BODY, b'a');
+        let clock = Clock::start();
+        let rec = may::go!(move || {
+            let mut rec = Record::default();
+            exchange(
+                &mut conn,
+                &request,
+                clock,
+                Duration::from_secs(20),
+                None,
+                &mut rec,
+            );
+            rec
+        })
+        .join()
+        .unwrap();
+        done.send(()).unwrap();
+        assert_eq!(rec.failure, Some(Failure::Status(401)));
         server.join().unwrap();
     }
 }

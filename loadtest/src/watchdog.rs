@@ -1,7 +1,7 @@
 //! Request deadlines for connections that wait with `may`'s `wait_io`, which has no timeout of its own.
 //!
 //! A read with a socket timeout costs a `recv` that finds nothing (may tries before it waits) and a timer
-//! set and removed per read. Instead a connection waits for its socket to become readable, and one
+//! set and removed per read. Instead a connection waits for its socket (to send or to read), and one
 //! coroutine looks over the armed deadlines every [`TICK`] and wakes the waits that are past theirs: a
 //! timeout is noticed at most one tick late.
 
@@ -61,13 +61,6 @@ fn closing(flags: usize) -> bool {
     flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize != 0
 }
 
-/// Whether an event came on `stream` since the last wait or I/O call, forgetting it.
-pub fn take_event(stream: &TcpStream) -> bool {
-    #[allow(deprecated)] // may deprecated it for its own reads, which reset the flag themselves
-    let flags = stream.reset_io();
-    flags != 0
-}
-
 impl Deadline {
     /// No deadline until the next wait: an idle connection is not woken.
     pub fn disarm(&self) {
@@ -111,22 +104,6 @@ mod tests {
         #[allow(deprecated)]
         let flags = stream.reset_io();
         flags & 0x8000_0000 != 0
-    }
-
-    /// An event is seen once.
-    #[test]
-    fn events_are_taken_once() {
-        let (listener, stream) = silent();
-        let (mut server, _) = listener.accept().unwrap();
-        std::io::Write::write_all(&mut server, b"x").unwrap();
-        let deadline = now_ns() + 60_000_000_000;
-        let mut seen = false;
-        while !seen && now_ns() < deadline {
-            seen = take_event(&stream);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(seen, "the data's event never came");
-        assert!(!take_event(&stream));
     }
 
     /// A wait on a silent socket ends once its deadline has passed.
