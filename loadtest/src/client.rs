@@ -29,10 +29,10 @@ pub struct Target {
 pub struct Connection {
     stream: TcpStream,
     rbuf: ReadBuf,
-    /// Wakes a read wait when the request's deadline passes.
+    /// Wakes a wait (to send or to read) when the request's deadline passes.
     deadline: Arc<Deadline>,
-    /// A request was written and nothing read since: its answer cannot have come yet, so the first read
-    /// waits for it rather than trying first.
+    /// The first read of the answer waits for the socket rather than trying it first (set by `exchange`
+    /// only where no event can have been missed).
     just_sent: bool,
     /// A wait's events said the peer closed: the next request's first read tries the socket (where the
     /// end already is) rather than waiting for an event that will not come again.
