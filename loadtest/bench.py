@@ -263,6 +263,10 @@ def main():
         row("10,000 streams itl=100 ms: server CPU share of a core", share, 0.8, "", "<= 0.8")
         row("10,000 streams itl=100 ms: server peak RSS (KiB)", slow.rss_kib("VmHWM"), 160 * 1024, "KiB",
             "<= 160 MB")
+        # Not targets: the TTFT tail, and how often the load core was taken from the harness (its probe).
+        row("10,000 streams itl=100 ms: TTFT p99 (ms)", many["p99_ttft_ms"], 0, "ms", "")
+        row("10,000 streams: load-core stalls >= 5 ms (longest, ms)", many["max_client_stall_ms"],
+            many["client_stalls"], "ms", "baseline: how many", ratio=float("nan"))
     finally:
         slow.stop()
     row("idle RSS (KiB, vs 4 MiB)", idle_rss, 4096, "KiB", "<= 4096")

@@ -55,6 +55,8 @@ pub struct Options {
     pub workers: usize,
     /// No progress line.
     pub quiet: bool,
+    /// Report every wake-up of a core probe this late or later (`stalls.rs`); zero: no probe.
+    pub stall_threshold: Duration,
 }
 
 impl Options {
@@ -102,6 +104,8 @@ USAGE: standin-load [FLAGS]
                           after a random number of SSE events; counted as abandoned, not as errors
   --sources N             spread connections over 127.0.0.1..127.0.0.N [default: 0 = kernel's choice]
   --workers N             harness threads [default: cores]
+  --stall-ms MS           report each time a core the harness runs on was taken from it for MS or more
+                          (a probe per core wakes each 2 ms); 0 = no probe [default: 5]
   --quiet                 no progress line
 
 Per instance: --concurrency, --rate, --requests and --duration apply to each instance, so N instances
@@ -157,6 +161,7 @@ pub fn parse_with_env(
         sources: 0,
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         quiet: false,
+        stall_threshold: Duration::from_millis(5),
     };
     let mut arrival = "poisson".to_string();
     let mut instance: Option<u64> = None;
@@ -226,6 +231,13 @@ pub fn parse_with_env(
             "--disconnect" => o.disconnect = num(&flag, &value(&flag)?)?,
             "--sources" => o.sources = num(&flag, &value(&flag)?)?,
             "--workers" => o.workers = num(&flag, &value(&flag)?)?,
+            "--stall-ms" => {
+                let ms: f64 = num(&flag, &value(&flag)?)?;
+                if !(0.0..=60_000.0).contains(&ms) {
+                    return Err("--stall-ms: from 0 (no probe) to 60000".into());
+                }
+                o.stall_threshold = Duration::from_secs_f64(ms / 1e3);
+            }
             other => return Err(format!("unknown flag {other} (see --help)")),
         }
     }

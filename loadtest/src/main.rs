@@ -23,6 +23,7 @@ mod record;
 mod report;
 mod runner;
 mod sse;
+mod stalls;
 mod stats;
 mod svg;
 mod watchdog;
@@ -83,12 +84,20 @@ fn main() -> ExitCode {
             connections: outcome.connections as u64,
             peak_in_flight: outcome.peak_in_flight as u64,
             measured_ns: outcome.measured.as_nanos() as u64,
+            stall_threshold_ns: opts.stall_threshold.as_nanos() as u64,
+            stalls: outcome.stalls.iter().map(raw::stall_entry).collect(),
         };
         if let Err(e) = raw::write(Path::new(path), &header, &outcome.records, &trailer) {
             eprintln!("standin-load: --raw {path}: {e}");
             return ExitCode::from(1);
         }
     }
+    let stalls = stalls::summarize(
+        &outcome.stalls,
+        opts.warmup,
+        opts.warmup + outcome.measured,
+        opts.stall_threshold,
+    );
     let infos: Vec<report::RunInfo> = std::iter::once(&opts.url)
         .chain(opts.compare.as_ref())
         .map(|url| report::RunInfo {
@@ -98,6 +107,7 @@ fn main() -> ExitCode {
             peak_in_flight: outcome.peak_in_flight,
             stream: opts.body.stream,
             open_loop: opts.rate.is_some(),
+            stalls,
         })
         .collect();
     let out = Output {

@@ -20,6 +20,8 @@
 //!   (`stats::peak_in_flight`, what a single run reports too): exact up to the clock offsets between the
 //!   machines, not a sum of per-instance peaks.
 //! - **Mode** is the files' common load shape with the instance count, e.g. `closed c=64, 4 instances`.
+//! - **Client stalls** are every file's core-probe stalls on the common clock, within the merged window,
+//!   at the largest `--stall-ms` of the files (a shorter one would count stalls some files did not see).
 //!
 //! Merging one file reproduces that run's report exactly.
 
@@ -307,6 +309,12 @@ pub fn merge(files: Vec<RawFile>, names: &[String]) -> Result<Merged, String> {
     let total: usize = files.iter().map(|f| f.records.len()).sum();
     let mut records = Vec::with_capacity(total);
     let mut seeds = Vec::new();
+    let mut stalls = Vec::new();
+    let stall_threshold = files
+        .iter()
+        .map(|f| Duration::from_nanos(f.trailer.stall_threshold_ns))
+        .max()
+        .unwrap_or_default();
     for file in files {
         let by = Duration::from_nanos(file.header.start_unix_ns - base);
         let warmup_end = Duration::from_nanos(file.header.warmup_ns);
@@ -320,6 +328,7 @@ pub fn merge(files: Vec<RawFile>, names: &[String]) -> Result<Merged, String> {
         window_start = window_start.min(by + warmup_end);
         window_end = window_end.max(by + last_end);
         seeds.push(file.header.effective_seed);
+        stalls.extend(file.trailer.stalls.iter().map(|e| raw::stall_from(e, by)));
         records.extend(file.records.into_iter().map(|mut rec| {
             shift(&mut rec, by);
             rec
@@ -342,6 +351,7 @@ pub fn merge(files: Vec<RawFile>, names: &[String]) -> Result<Merged, String> {
         peak_in_flight: crate::stats::peak_in_flight(&records),
         stream: first.stream,
         open_loop: first.open_loop,
+        stalls: crate::stalls::summarize(&stalls, window_start, window_end, stall_threshold),
     };
     let mut infos = vec![info.clone()];
     if let Some(compare) = &first.compare {

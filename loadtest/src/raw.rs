@@ -43,7 +43,9 @@
 //!    ITL = `ev[1..]`, TPOT = (E2EL - TTFT) / (`ot` - 1): exactly what a single run computes.
 //! 3. **Trailer** (last line, starting `{"trailer":true`): `records` (how many record lines precede it: a
 //!    file cut short is refused), `sent` (requests taken up, counted apart from the records),
-//!    `connections` (opened), `peak_in_flight`, `measured_ns` (the run's measured window).
+//!    `connections` (opened), `peak_in_flight`, `measured_ns` (the run's measured window), and when the
+//!    core probe ran (`stalls.rs`) `stall_threshold_ns` and `stalls`, each `[due, late by, core]` with `due`
+//!    absolute; both optional, so files written before them still read.
 
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::Path;
@@ -52,6 +54,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Failure, Record};
+use crate::stalls::Stall;
 
 /// The header's `format`.
 pub const FORMAT: &str = "standin-load-raw";
@@ -128,6 +131,30 @@ pub struct Trailer {
     pub peak_in_flight: u64,
     /// The run's measured window in nanoseconds.
     pub measured_ns: u64,
+    /// `--stall-ms` in nanoseconds; 0 or absent: no core probe ran (files from before it read so).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub stall_threshold_ns: u64,
+    /// Every late wake-up of the core probes as `[due, late by, core]`, nanoseconds on the run's clock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalls: Vec<[u64; 3]>,
+}
+
+/// A stall as a trailer entry.
+pub fn stall_entry(s: &Stall) -> [u64; 3] {
+    [
+        s.at.as_nanos() as u64,
+        s.len.as_nanos() as u64,
+        s.cpu as u64,
+    ]
+}
+
+/// A trailer entry as a stall, `by` later (merge puts every file on the earliest file's clock).
+pub fn stall_from(e: &[u64; 3], by: Duration) -> Stall {
+    Stall {
+        at: Duration::from_nanos(e[0]) + by,
+        len: Duration::from_nanos(e[1]),
+        cpu: e[2] as usize,
+    }
 }
 
 /// One record line; see the module doc for the keys.
@@ -416,6 +443,8 @@ pub(crate) mod tests {
             connections: 1,
             peak_in_flight: 1,
             measured_ns: 0,
+            stall_threshold_ns: 0,
+            stalls: Vec::new(),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct RunInfo {
     pub stream: bool,
     /// Open loop: also report latencies from the scheduled send time.
     pub open_loop: bool,
+    /// When the measured window's cores were taken from the harness (`stalls.rs`).
+    pub stalls: crate::stalls::Summary,
 }
 
 /// Everything a run measured for one target; latencies in milliseconds.
@@ -262,7 +264,42 @@ pub fn to_json(r: &Results) -> Value {
     doc.insert("target".into(), json!(r.target));
     doc.insert("errors".into(), json!(r.failed));
     doc.extend(figures(r));
+    doc.extend(stall_fields(&r.info.stalls));
     Value::Object(doc)
+}
+
+/// The core probe's figures. They describe the run, not a target, so `--compare` shows them once per side
+/// and takes no ratio. A threshold of 0 means no probe ran.
+fn stall_fields(s: &crate::stalls::Summary) -> Vec<(String, Value)> {
+    vec![
+        ("client_stall_threshold_ms".into(), json!(ms(s.threshold))),
+        ("client_stalls".into(), json!(s.count)),
+        ("client_stall_total_ms".into(), json!(ms(s.total))),
+        ("max_client_stall_ms".into(), json!(ms(s.longest))),
+        (
+            "max_client_stall_at_s".into(),
+            json!(s.longest_at.as_secs_f64()),
+        ),
+    ]
+}
+
+/// The human line for [`stall_fields`].
+fn stall_line(s: &crate::stalls::Summary) -> String {
+    let threshold = ms(s.threshold);
+    if s.threshold.is_zero() {
+        "client stalls  not probed (--stall-ms 0)".into()
+    } else if s.count == 0 {
+        format!("client stalls  none of {threshold} ms or more on the harness's cores")
+    } else {
+        format!(
+            "client stalls  {} of {threshold} ms or more on the harness's cores, {:.2} ms in all, longest {:.2} ms \
+             at {:.2} s: latencies spanning them include them",
+            s.count,
+            ms(s.total),
+            ms(s.longest),
+            s.longest_at.as_secs_f64()
+        )
+    }
 }
 
 /// `b / a`, or `None` where `a` is 0 and no ratio exists.
@@ -360,6 +397,7 @@ latency (ms)       n      mean    median       std       p90       p99     p99.9
         "errors        {} (excluded from latencies)",
         error_list(&r.failed)
     );
+    w!(out, "{}", stall_line(&info.stalls));
     if info.open_loop {
         w!(
             out,
@@ -389,7 +427,9 @@ pub fn write_compare(out: &mut String, a: &Results, b: &Results) {
             show(&bv)
         );
     }
+    w!(out, "{}", stall_line(&a.info.stalls));
 }
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -437,6 +477,7 @@ pub(crate) mod tests {
             peak_in_flight: 3,
             stream: true,
             open_loop,
+            stalls: crate::stalls::Summary::default(),
         }
     }
 
@@ -675,6 +716,44 @@ pub(crate) mod tests {
             row("errors.timeout ").ends_with(" 0             1         -"),
             "{text}"
         );
-        assert_eq!(text.lines().count(), 3 + ratios.len());
+        // Two label lines, the header, a row per ratio, and the run's one stall line.
+        assert_eq!(text.lines().count(), 4 + ratios.len());
+        assert!(
+            text.trim_end().ends_with("not probed (--stall-ms 0)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn stalls_are_reported_once_per_run_without_a_ratio() {
+        let mut a = compute(&[request(0)], 0, &info(false));
+        a.info.stalls = crate::stalls::Summary {
+            threshold: Duration::from_millis(2),
+            count: 3,
+            total: Duration::from_micros(31_500),
+            longest: Duration::from_micros(19_750),
+            longest_at: Duration::from_millis(3_290),
+        };
+        let doc = to_json(&a);
+        assert_eq!(doc["client_stall_threshold_ms"], 2.0);
+        assert_eq!(doc["client_stalls"], 3);
+        assert_eq!(doc["client_stall_total_ms"], 31.5);
+        assert_eq!(doc["max_client_stall_ms"], 19.75);
+        assert_eq!(doc["max_client_stall_at_s"], 3.29);
+        let mut text = String::new();
+        write_table(&mut text, &a);
+        assert!(
+            text.contains("client stalls  3 of 2 ms or more on the harness's cores, 31.50 ms in all, longest 19.75 ms at 3.29 s"),
+            "{text}"
+        );
+        let ratios = &compare_json(&a, &a)["ratio_b_over_a"];
+        assert!(ratios.get("client_stalls").is_none(), "{ratios:#}");
+        a.info.stalls.count = 0;
+        text.clear();
+        write_table(&mut text, &a);
+        assert!(
+            text.contains("client stalls  none of 2 ms or more"),
+            "{text}"
+        );
     }
 }

@@ -30,6 +30,8 @@ pub struct Outcome {
     pub sent: usize,
     /// Connections opened.
     pub connections: usize,
+    /// Every late wake-up of the core probes, warm-up included (`stalls.rs`).
+    pub stalls: Vec<crate::stalls::Stall>,
 }
 
 /// One server under test.
@@ -108,6 +110,7 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
     let start_unix_ns = wall
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
+    let probe = crate::stalls::Probe::start(clock, opts.stall_threshold);
     let run = Arc::new(Run {
         opts: opts.clone(),
         servers,
@@ -124,6 +127,7 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
         closed_loop(&run);
     }
     run.counters.finished.store(true, Ordering::Release);
+    let stalls = probe.finish();
     let records = std::mem::take(&mut *run.records.lock().map_err(|_| "record lock poisoned")?);
     let last_end = records
         .iter()
@@ -137,6 +141,7 @@ pub fn run(opts: &Options, counters: Arc<Counters>) -> Result<Outcome, String> {
         start_unix_ns,
         sent: run.counters.sent.load(Ordering::Relaxed),
         connections: run.counters.connections.load(Ordering::Relaxed),
+        stalls,
         records,
     })
 }

@@ -6,6 +6,7 @@
 //! instances merged into one report whose percentiles are those of the union of their raw samples, one
 //! file merged into its own run's report, incompatible or cut files refused. `--disconnect`: hang-ups
 //! counted as abandoned (not errors, not in latencies), and in agreement with the server's `/metrics`.
+//! The core probe: a harness stopped mid-run reports the stall, in its report and through `merge`.
 //!
 //! One test binary (STYLE.md, Testing): helpers live in `tests/support/`, not in `tests/*.rs`.
 
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 
 use support::fake::{self, FakeServer, Step, TOKENS};
 use support::{assert_clean, check_report, count, errors, load, load_at, load_env, number};
-use support::{numpy_percentile, path_str, raw_e2el_ms, read_raw, run_raw, Load};
+use support::{numpy_percentile, path_str, raw_e2el_ms, read_raw, run_paused, run_raw, Load};
 use support::{Scratch, Standin};
 
 /// Output tokens standin's echo model gives the default prompt "Hello":
@@ -377,8 +378,14 @@ fn compare_reports_both_servers_and_ratios() {
     assert_eq!(ratios["total_output_tokens"], 1.0);
     let a_fields = doc["a"].as_object().expect("a");
     for (key, value) in a_fields {
-        if value.is_number() && key != "target" {
+        // The target's index and the core probe's figures describe the run, not a server.
+        let of_the_run = key == "target" || key.contains("client_stall");
+        if value.is_number() && !of_the_run {
             assert!(ratios.contains_key(key), "no ratio for {key}");
+        }
+        if key.contains("client_stall") {
+            assert!(!ratios.contains_key(key), "a ratio for {key}");
+            assert_eq!(value, &doc["b"][key], "one run, one probe: {key}");
         }
     }
 }
@@ -451,7 +458,7 @@ fn usage_errors_exit_2() {
     let bad_jsonl = scratch.path("bad.jsonl");
     std::fs::write(&bad_jsonl, "{\"model\":\"m\"}\nnot json\n").expect("write");
     let missing = scratch.path("missing.jsonl");
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--bogus"], "unknown flag --bogus"),
         (&["--requests"], "--requests needs a value"),
         (&["--rate", "5", "--concurrency", "3"], "exclude each other"),
@@ -464,6 +471,7 @@ fn usage_errors_exit_2() {
             "http://",
         ),
         (&["--disconnect", "2"], "probability"),
+        (&["--stall-ms", "-1"], "--stall-ms"),
         (&["--instances", "3"], "--instance-index"),
         (&["merge"], "at least one"),
         (&["merge", path_str(&missing)], "missing.jsonl"),
@@ -788,4 +796,91 @@ fn disconnects_against_standin_match_its_metrics() {
         1,
         "only this scrape's: {metrics:?}"
     );
+}
+
+/// The stall fields of a report, for comparing two reports of one run.
+fn stall_fields(report: &Value) -> Vec<Value> {
+    [
+        "client_stall_threshold_ms",
+        "client_stalls",
+        "client_stall_total_ms",
+        "max_client_stall_ms",
+        "max_client_stall_at_s",
+    ]
+    .map(|k| report[k].clone())
+    .to_vec()
+}
+
+/// Stopping the whole harness for 300 ms, 0.8 s into a 2 s run, is what a core taken away for that
+/// long looks like to it: the report says so, with when, and `merge` of its raw file says the same.
+#[test]
+fn a_stopped_harness_reports_the_stall() {
+    let server = Standin::start();
+    let scratch = Scratch::new();
+    let (json, raw) = (scratch.path("report.json"), scratch.path("raw.jsonl"));
+    let url = server.url();
+    let args = [
+        "--url",
+        &url,
+        "--quiet",
+        "--workers",
+        "2",
+        "--concurrency",
+        "4",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--stall-ms",
+        "50",
+        "--json",
+        path_str(&json),
+        "--raw",
+        path_str(&raw),
+    ];
+    let exit = run_paused(
+        &args,
+        Duration::from_millis(800),
+        Duration::from_millis(300),
+    );
+    assert_eq!(exit.code, Some(0), "{exit:?}");
+    let text = std::fs::read_to_string(&json).expect("report");
+    let r: Value = serde_json::from_str(&text).expect("JSON");
+    check_report(&r);
+    assert_eq!(number(&r, "client_stall_threshold_ms"), 50.0);
+    let (n, longest) = (
+        count(&r, "client_stalls"),
+        number(&r, "max_client_stall_ms"),
+    );
+    assert!(n >= 1, "{r:#}");
+    assert!((250.0..2_000.0).contains(&longest), "{r:#}");
+    assert!(number(&r, "client_stall_total_ms") >= longest, "{r:#}");
+    let at = number(&r, "max_client_stall_at_s");
+    assert!((0.5..1.5).contains(&at), "due about 0.8 s in: {r:#}");
+    assert!(
+        exit.stdout.contains("client stalls  ") && exit.stdout.contains("longest"),
+        "{exit:?}"
+    );
+    let merged = merge(&[&raw], &scratch);
+    assert_eq!(merged.exit.code, Some(0), "{:?}", merged.exit);
+    assert_eq!(stall_fields(&merged.report), stall_fields(&r));
+}
+
+/// `--stall-ms 0` starts no probe and says so; an undisturbed run sees no stall of a second.
+#[test]
+fn the_stall_probe_can_be_off_and_is_quiet_when_nothing_stalls() {
+    let server = Standin::start();
+    let off = load_at(&server.url(), "--requests 50 --concurrency 2 --stall-ms 0");
+    assert_clean(&off, 50);
+    assert_eq!(number(&off.report, "client_stall_threshold_ms"), 0.0);
+    assert_eq!(count(&off.report, "client_stalls"), 0);
+    assert!(off.exit.stdout.contains("not probed"), "{:?}", off.exit);
+    let on = load_at(
+        &server.url(),
+        "--duration 0.5 --concurrency 2 --stall-ms 1000",
+    );
+    assert_eq!(on.exit.code, Some(0), "{:?}", on.exit);
+    assert_eq!(number(&on.report, "client_stall_threshold_ms"), 1000.0);
+    assert_eq!(count(&on.report, "client_stalls"), 0, "{:#}", on.report);
+    assert!(on.exit.stdout.contains("none of 1000 ms"), "{:?}", on.exit);
 }

@@ -85,16 +85,39 @@ pub fn run_raw(args: &[&str]) -> Exit {
 /// [`run_raw`] with environment variables set for the child (`JOB_COMPLETION_INDEX` is always cleared
 /// first, so a test run inside a Kubernetes Indexed Job is not confused by the real one).
 pub fn run_raw_env(args: &[&str], env: &[(&str, &str)]) -> Exit {
+    finish(spawn(args, env), args)
+}
+
+/// [`run_raw`], with the whole process stopped (`SIGSTOP`, as when its cores are taken from it) from
+/// `after` into the run for `pause`.
+pub fn run_paused(args: &[&str], after: Duration, pause: Duration) -> Exit {
+    let child = spawn(args, &[]);
+    let pid = child.id().to_string();
+    thread::sleep(after);
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    thread::sleep(pause);
+    signal("-CONT");
+    finish(child, args)
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(LOAD_BIN);
     cmd.env_remove("JOB_COMPLETION_INDEX");
     cmd.envs(env.iter().copied());
-    let mut child = cmd
-        .args(args)
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn standin-load");
+        .expect("spawn standin-load")
+}
+
+/// Collects a spawned harness's output and exit, killing it after [`RUN_TIMEOUT`].
+fn finish(mut child: Child, args: &[&str]) -> Exit {
     let stdout = drain(child.stdout.take().expect("stdout piped"));
     let stderr = drain(child.stderr.take().expect("stderr piped"));
     let deadline = Instant::now() + RUN_TIMEOUT;
