@@ -284,7 +284,7 @@ fn stall_fields(s: &crate::stalls::Summary) -> Vec<(String, Value)> {
 }
 
 /// The human line for [`stall_fields`].
-fn stall_line(s: &crate::stalls::Summary) -> String {
+pub(crate) fn stall_line(s: &crate::stalls::Summary) -> String {
     let threshold = ms(s.threshold);
     if s.threshold.is_zero() {
         "client stalls  not probed (--stall-ms 0)".into()

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::record::Record;
-use crate::report::{collect, error_list, Results};
+use crate::report::{collect, error_list, stall_line, Results};
 use crate::stats;
 
 /// `writeln!` into a `String`, which cannot fail.
@@ -147,8 +147,10 @@ pub fn write_svg(records: &[Record], r: &Results, target: u8) -> String {
         distribution("E2EL distribution (ms)", &mut s.e2el),
         Panel {
             title: "Requests per second",
-            subtitle: "completed (blue) and failed (red) requests per whole second of the run"
-                .into(),
+            subtitle: format!(
+                "completed (blue) and failed (red) requests per whole second of the run; {}",
+                stall_line(&r.info.stalls).replace("  ", ": ")
+            ),
             x_labels: x_labels.clone(),
             series: vec![(time.completed, "#4878d0"), (time.failed, "#d65f5f")],
         },
@@ -236,6 +238,26 @@ mod tests {
         }
         assert!(svg.contains("a=1&amp;b=2"), "label is escaped");
         assert!(svg.contains("#d65f5f"), "the failure is drawn");
+        assert!(svg.contains("client stalls: not probed"), "{svg}");
+    }
+
+    #[test]
+    fn svg_names_the_stalls_of_the_load_core() {
+        let records: Vec<Record> = (0..30).map(request).collect();
+        let mut results = compute(&records, 0, &info(false));
+        results.info.stalls = crate::stalls::Summary {
+            threshold: std::time::Duration::from_millis(5),
+            count: 2,
+            total: std::time::Duration::from_millis(30),
+            longest: std::time::Duration::from_millis(20),
+            longest_at: std::time::Duration::from_millis(1_500),
+        };
+        let svg = write_svg(&records, &results, 0);
+        assert_balanced(&svg);
+        let line =
+            "client stalls: 2 of 5 ms or more on the harness&apos;s cores, 30.00 ms in all, \
+                    longest 20.00 ms at 1.50 s";
+        assert!(svg.contains(line), "{svg}");
     }
 
     #[test]
