@@ -470,18 +470,19 @@ mod tests {
     #[test]
     fn stalls_of_every_file_count_on_the_common_clock_at_the_largest_threshold() {
         let ms = Duration::from_millis;
-        let span = |b: u64, e: u64| Record {
-            began: ms(b),
-            sent: ms(b),
-            end: ms(e),
-            ..Record::default()
+        // Each file's window: from its start to its one request's end, 1 s later.
+        let one = || {
+            vec![Record {
+                end: ms(1_000),
+                ..Record::default()
+            }]
         };
-        let mut a = file(0, 0, vec![span(0, 1_000)]);
+        let mut a = file(0, 0, one());
         a.trailer.stall_threshold_ns = 5_000_000;
         // [due, late by, core]: 7 ms at 0.2 s, and 4.5 ms at 0.5 s (over b's threshold, under a's).
         a.trailer.stalls = vec![[200_000_000, 7_000_000, 1], [500_000_000, 4_500_000, 1]];
         // Started 1 s later on the wall clock: its 12 ms stall at 0.3 s is at 1.3 s on the common one.
-        let mut b = file(1_000_000_000, 1, vec![span(0, 1_000)]);
+        let mut b = file(1_000_000_000, 1, one());
         b.trailer.stall_threshold_ns = 4_000_000;
         b.trailer.stalls = vec![[300_000_000, 12_000_000, 0]];
         let merged = merge(vec![a, b], &names(2)).unwrap();
