@@ -283,16 +283,16 @@ fn stall_fields(s: &crate::stalls::Summary) -> Vec<(String, Value)> {
     ]
 }
 
-/// The human line for [`stall_fields`].
-pub(crate) fn stall_line(s: &crate::stalls::Summary) -> String {
+/// [`stall_fields`] in words, for the table's `client stalls` line and the SVG.
+pub(crate) fn stall_text(s: &crate::stalls::Summary) -> String {
     let threshold = ms(s.threshold);
     if s.threshold.is_zero() {
-        "client stalls  not probed (--stall-ms 0)".into()
+        "not probed (--stall-ms 0)".into()
     } else if s.count == 0 {
-        format!("client stalls  none of {threshold} ms or more on the harness's cores")
+        format!("none of {threshold} ms or more on the harness's cores")
     } else {
         format!(
-            "client stalls  {} of {threshold} ms or more on the harness's cores, {:.2} ms in all, longest {:.2} ms \
+            "{} of {threshold} ms or more on the harness's cores, {:.2} ms in all, longest {:.2} ms \
              at {:.2} s: latencies spanning them include them",
             s.count,
             ms(s.total),
@@ -397,7 +397,7 @@ latency (ms)       n      mean    median       std       p90       p99     p99.9
         "errors        {} (excluded from latencies)",
         error_list(&r.failed)
     );
-    w!(out, "{}", stall_line(&info.stalls));
+    w!(out, "client stalls  {}", stall_text(&info.stalls));
     if info.open_loop {
         w!(
             out,
@@ -427,7 +427,7 @@ pub fn write_compare(out: &mut String, a: &Results, b: &Results) {
             show(&bv)
         );
     }
-    w!(out, "{}", stall_line(&a.info.stalls));
+    w!(out, "client stalls  {}", stall_text(&a.info.stalls));
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::record::Record;
-use crate::report::{collect, error_list, stall_line, Results};
+use crate::report::{collect, error_list, stall_text, Results};
 use crate::stats;
 
 /// `writeln!` into a `String`, which cannot fail.
@@ -148,8 +148,8 @@ pub fn write_svg(records: &[Record], r: &Results, target: u8) -> String {
         Panel {
             title: "Requests per second",
             subtitle: format!(
-                "completed (blue) and failed (red) requests per whole second of the run; {}",
-                stall_line(&r.info.stalls).replace("  ", ": ")
+                "completed (blue) and failed (red) requests per whole second of the run; client stalls: {}",
+                stall_text(&r.info.stalls)
             ),
             x_labels: x_labels.clone(),
             series: vec![(time.completed, "#4878d0"), (time.failed, "#d65f5f")],
