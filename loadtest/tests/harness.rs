@@ -322,6 +322,28 @@ fn streaming_against_standin() {
 }
 
 #[test]
+fn the_stream_floor_paces_a_valid_stream_one_token_per_write() {
+    let floor = Standin::stream_floor(&["--itl-ms", "5"]);
+    let run = load_at(
+        &floor.url(),
+        "--stream --requests 24 --concurrency 4 --warmup 0",
+    );
+    let r = &run.report;
+    // The harness checks every stream: usage against content events, finish, [DONE], framing.
+    assert_clean(&run, 24);
+    assert_eq!(count(r, "total_output_tokens"), 24 * HELLO_TOKENS);
+    assert_eq!(count(r, "usage_reported"), 24);
+    assert_eq!(count(r, "itl_samples"), 24 * (HELLO_TOKENS - 1));
+    // Paced, not instant: deadlines count from the request, so no gap is shorter than the pace by more
+    // than the floor's early margin, and a stream takes at least its 12 gaps.
+    assert!(number(r, "min_itl_ms") >= 4.0, "{r:#}");
+    assert!(number(r, "min_e2el_ms") >= 12.0 * 4.9, "{r:#}");
+    // One write per token: only the first write (role and token) and the last (token, finish, usage,
+    // [DONE]) carry several events; a server that wrote the stream at once would give 16 per read.
+    assert!(number(r, "coalesced_events_mean") < 8.0, "{r:#}");
+}
+
+#[test]
 fn open_loop_against_standin() {
     let server = Standin::start();
     let flags = "--stream --rate 200 --requests 100 --arrival constant --warmup 0";

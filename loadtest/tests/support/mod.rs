@@ -331,12 +331,25 @@ impl Standin {
                 cmd.env_remove(key);
             }
         }
+        Standin::spawn(cmd, "standin")
+    }
+
+    /// `standin-stream-floor --listen 127.0.0.1:0` with more flags (e.g. `--itl-ms 5`): the floor for paced
+    /// streams, which prints the same kind of listening line.
+    pub fn stream_floor(extra: &[&str]) -> Standin {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_standin-stream-floor"));
+        cmd.args(["--listen", "127.0.0.1:0"]).args(extra);
+        Standin::spawn(cmd, "standin-stream-floor")
+    }
+
+    /// Spawns `cmd` and waits for `NAME listening on http://ADDR`.
+    fn spawn(mut cmd: Command, name: &str) -> Standin {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -349,14 +362,14 @@ impl Standin {
         let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
         let addr = line
             .trim_end()
-            .strip_prefix("standin listening on http://")
+            .strip_prefix(&format!("{name} listening on http://"))
             .and_then(|a| a.parse().ok());
         match addr {
             Some(addr) => Standin { child, addr },
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("standin printed no listening line within {START_TIMEOUT:?}: {line:?}");
+                panic!("{name} printed no listening line within {START_TIMEOUT:?}: {line:?}");
             }
         }
     }
