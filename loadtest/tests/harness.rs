@@ -334,10 +334,11 @@ fn the_stream_floor_paces_a_valid_stream_one_token_per_write() {
     assert_eq!(count(r, "total_output_tokens"), 24 * HELLO_TOKENS);
     assert_eq!(count(r, "usage_reported"), 24);
     assert_eq!(count(r, "itl_samples"), 24 * (HELLO_TOKENS - 1));
-    // Paced, not instant: deadlines count from the request, so no gap is shorter than the pace by more
-    // than the floor's early margin, and a stream takes at least its 12 gaps.
-    assert!(number(r, "min_itl_ms") >= 4.0, "{r:#}");
-    assert!(number(r, "min_e2el_ms") >= 12.0 * 4.9, "{r:#}");
+    // Paced, not instant: every deadline counts from the request, so no stream ends before its 12 gaps
+    // (less the floor's 50 µs early margin; lateness only adds). A late token shortens the gap after it,
+    // so single gaps can be short, but not the typical one.
+    assert!(number(r, "min_e2el_ms") >= 12.0 * 5.0 - 0.1, "{r:#}");
+    assert!(number(r, "median_itl_ms") >= 4.5, "{r:#}");
     // One write per token: only the first write (role and token) and the last (token, finish, usage,
     // [DONE]) carry several events; a server that wrote the stream at once would give 16 per read.
     assert!(number(r, "coalesced_events_mean") < 8.0, "{r:#}");
