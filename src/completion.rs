@@ -5,6 +5,7 @@
 //! `tool_choice` call for it, function calls (`models::structured` holds the rule). A plain text request
 //! takes the same path as before tools existed: nothing here allocates for it.
 
+use std::io::ErrorKind;
 use std::iter::Peekable;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ use crate::openai::response::{
     self, ChunkUsage, ContentChunks, Delta, Meta, ReplyChoice, TokenLogprob, ToolCall,
     ToolCallDelta, Usage,
 };
+use crate::pacer::{self, Turn};
 use crate::pacing::{is_due, sleep_until, Schedule};
 
 /// Stop sequences held on the stack (the spec allows four).
@@ -306,49 +308,92 @@ fn stream(
     let result = (|| -> std::io::Result<faults::Ending> {
         let mut steps = Steps::new(req, meta, answer, chunk_usage);
         let mut k = 0;
-        loop {
-            if paced {
-                let at = ticker.next_at();
-                if !is_due(at) {
-                    // What is ready (the head, earlier tokens) goes out before the wait.
-                    sse.rest()?;
-                    sleep_until(at);
+        // The first token's wait; each turn sets the next. What is ready (the head) goes out before it.
+        let mut wait = match paced.then(|| ticker.next_at()) {
+            Some(at) if !is_due(at) => {
+                sse.rest()?;
+                Some(at)
+            }
+            _ => None,
+        };
+        let ended = {
+            // One turn: every token that is due, then what is ready goes out and the next wait is set. A
+            // waiting stream's turns are run by the pacer (`in_pacer`: writes must not wait), which writes
+            // the due tokens of all streams back to back.
+            let mut turn = |in_pacer: bool| -> std::io::Result<Turn<Option<faults::Ending>>> {
+                sse.set_nonblocking(in_pacer);
+                loop {
+                    if k == 0 {
+                        steps.open(&mut sse)?;
+                    }
+                    if fault == Some(StreamFault::Cut(k as u32)) {
+                        return Ok(Turn::End(Some(faults::Ending::Cut)));
+                    }
+                    if !steps.write_next(&mut sse, k)? {
+                        return Ok(Turn::End(None));
+                    }
+                    // Unpaced tokens are all ready at once and go out in the same writes: one clock read
+                    // serves them all (their gaps are well inside the first ITL bucket either way).
+                    let now = match first_token {
+                        Some(_) if !paced => last_token,
+                        _ => Instant::now(),
+                    };
+                    match first_token {
+                        Some(_) if paced => job.metrics.observe_itl(now - last_token),
+                        Some(_) => zero_gaps += 1,
+                        None => {}
+                    }
+                    first_token.get_or_insert(now);
+                    last_token = now;
+                    k += 1;
+                    match fault {
+                        Some(StreamFault::Error) => {
+                            sse.event(|out| {
+                                out.extend_from_slice(faults::STREAM_ERROR.as_bytes())
+                            })?;
+                            return Ok(Turn::End(Some(faults::Ending::Finish)));
+                        }
+                        Some(StreamFault::Stall) => {
+                            return Ok(Turn::End(Some(faults::Ending::Stall)))
+                        }
+                        _ => {}
+                    }
+                    if steps.is_done() {
+                        return Ok(Turn::End(None));
+                    }
+                    if paced {
+                        let at = ticker.next_at();
+                        if !is_due(at) {
+                            return match sse.rest() {
+                                Ok(()) => Ok(Turn::Wait(at)),
+                                // The socket is full: the rest stays queued, the stream's own
+                                // coroutine takes over and its next write waits for room.
+                                Err(e) if in_pacer && e.kind() == ErrorKind::WouldBlock => {
+                                    Ok(Turn::Blocked(at))
+                                }
+                                Err(e) => Err(e),
+                            };
+                        }
+                    }
                 }
-            }
-            if k == 0 {
-                steps.open(&mut sse)?;
-            }
-            if fault == Some(StreamFault::Cut(k as u32)) {
-                return Ok(faults::Ending::Cut);
-            }
-            if !steps.write_next(&mut sse, k)? {
-                break;
-            }
-            // Unpaced tokens are all ready at once and go out in the same writes: one clock read serves them
-            // all (their gaps are well inside the first ITL bucket either way).
-            let now = match first_token {
-                Some(_) if !paced => last_token,
-                _ => Instant::now(),
             };
-            match first_token {
-                Some(_) if paced => job.metrics.observe_itl(now - last_token),
-                Some(_) => zero_gaps += 1,
-                None => {}
-            }
-            first_token.get_or_insert(now);
-            last_token = now;
-            k += 1;
-            match fault {
-                Some(StreamFault::Error) => {
-                    sse.event(|out| out.extend_from_slice(faults::STREAM_ERROR.as_bytes()))?;
-                    return Ok(faults::Ending::Finish);
+            loop {
+                let done = match wait.take() {
+                    None => turn(false)?,
+                    Some(at) => pacer::hand(at, &mut turn)?,
+                };
+                match done {
+                    Turn::Wait(at) => wait = Some(at),
+                    Turn::Blocked(at) => {
+                        sleep_until(at);
+                    }
+                    Turn::End(ending) => break ending,
                 }
-                Some(StreamFault::Stall) => return Ok(faults::Ending::Stall),
-                _ => {}
             }
-            if steps.is_done() {
-                break;
-            }
+        };
+        sse.set_nonblocking(false);
+        if let Some(ending) = ended {
+            return Ok(ending);
         }
         if let Some(StreamFault::Cut(_)) = fault {
             // K at or past the last token: the cut still comes, before the finish chunk.

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod model_spec;
 pub mod models;
 pub mod openai;
+pub mod pacer;
 pub mod pacing;
 pub mod probe;
 pub mod ratelimit;

@@ -25,6 +25,9 @@ pub struct Output {
     pub(crate) open_stream: bool,
     /// The handler timed this request: later ones on the connection should start at their arrival stamp.
     pub(crate) wants_stamps: bool,
+    /// Writes must not wait (the stream is being written by the pacer, off its own coroutine): a flush
+    /// sends what the socket takes and reports `WouldBlock` for the rest, which stays queued.
+    pub(crate) nonblocking: bool,
 }
 
 impl Output {
@@ -40,6 +43,7 @@ impl Output {
             broken: false,
             open_stream: false,
             wants_stamps: false,
+            nonblocking: false,
         }
     }
 
@@ -69,6 +73,38 @@ impl Output {
         self.broken = true;
     }
 
+    /// Writes what the socket takes without waiting; what it does not take stays queued (`WouldBlock`).
+    fn flush_nonblocking(&mut self) -> io::Result<()> {
+        // may's sockets are non-blocking underneath; writing to the std socket skips may's wait.
+        let mut socket = self.stream.inner();
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.wbuf.len() {
+                break Ok(());
+            }
+            match socket.write(&self.wbuf[sent..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.written += sent;
+        match result {
+            Ok(()) => self.wbuf.clear(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.wbuf.drain(..sent);
+                return Err(e);
+            }
+            Err(e) => {
+                self.wbuf.clear();
+                self.broken = true;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes everything buffered.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.broken {
@@ -76,6 +112,9 @@ impl Output {
         }
         if self.wbuf.is_empty() {
             return Ok(());
+        }
+        if self.nonblocking {
+            return self.flush_nonblocking();
         }
         let result = self.stream.write_all(&self.wbuf);
         self.written += self.wbuf.len();
@@ -361,6 +400,59 @@ mod tests {
             &[("Allow", "POST")],
         );
         String::from_utf8(w).unwrap()
+    }
+
+    /// An output whose socket's peer does not read until told to.
+    fn output_to_a_silent_peer() -> (Output, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (Output::new(stream), peer)
+    }
+
+    #[test]
+    fn a_nonblocking_flush_keeps_what_the_socket_will_not_take() {
+        let (mut out, mut peer) = output_to_a_silent_peer();
+        // Far more than loopback's socket buffers hold while the peer reads nothing.
+        let bytes: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        out.wbuf.extend_from_slice(&bytes);
+        out.nonblocking = true;
+        let err = out.flush().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(!out.broken, "a full socket is not a gone peer");
+        assert!(out.written > 0 && out.written < bytes.len(), "{}", out.written);
+        assert_eq!(out.written + out.wbuf.len(), bytes.len());
+        // The peer reads; a blocking flush sends the rest, in order.
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).unwrap();
+            got
+        });
+        out.nonblocking = false;
+        out.flush().unwrap();
+        assert!(out.wbuf.is_empty());
+        drop(out);
+        assert!(reader.join().unwrap() == bytes, "bytes lost or reordered");
+    }
+
+    #[test]
+    fn a_nonblocking_flush_to_a_gone_peer_marks_the_output_broken() {
+        let (mut out, peer) = output_to_a_silent_peer();
+        drop(peer);
+        out.nonblocking = true;
+        // The first write may still land in the dead socket; the reset comes back on a later one.
+        let mut result = Ok(());
+        for _ in 0..100 {
+            out.wbuf.extend_from_slice(b"data: x\n\n");
+            result = out.flush();
+            if result.is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(result.is_err());
+        assert!(out.broken);
+        assert!(out.wbuf.is_empty());
     }
 
     #[test]

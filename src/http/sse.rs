@@ -45,7 +45,8 @@ impl<'a> SseWriter<'a> {
         self.out.wbuf.extend_from_slice(b"data: ");
         write(&mut self.out.wbuf);
         self.out.wbuf.extend_from_slice(b"\n\n");
-        if self.out.wbuf.len() >= FLUSH_AT {
+        // (Not while the pacer writes: it sends what is queued at the end of its turn.)
+        if self.out.wbuf.len() >= FLUSH_AT && !self.out.nonblocking {
             self.flush()?;
         }
         Ok(())
@@ -63,6 +64,12 @@ impl<'a> SseWriter<'a> {
         self.flush()?;
         self.out.wbuf = Vec::new();
         Ok(())
+    }
+
+    /// Whether writes may wait (false: the pacer is writing, see [`crate::pacer`]). A `WouldBlock` from
+    /// [`SseWriter::rest`] or [`SseWriter::flush`] then means the socket is full and the rest is queued.
+    pub fn set_nonblocking(&mut self, nonblocking: bool) {
+        self.out.nonblocking = nonblocking;
     }
 
     /// Ends the stream (the terminating zero chunk) and sends what is left.
@@ -100,6 +107,13 @@ impl<'a> SseWriter<'a> {
             *digit = b"0123456789abcdef"[nibble];
         }
         wbuf.extend_from_slice(b"\r\n");
+    }
+}
+
+impl Drop for SseWriter<'_> {
+    fn drop(&mut self) {
+        // The connection's next response writes from its own coroutine again, however this one ended.
+        self.out.nonblocking = false;
     }
 }
 
