@@ -5,7 +5,6 @@
 //! `tool_choice` call for it, function calls (`models::structured` holds the rule). A plain text request
 //! takes the same path as before tools existed: nothing here allocates for it.
 
-use std::io::ErrorKind;
 use std::iter::Peekable;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -309,7 +308,7 @@ fn stream(
         let mut steps = Steps::new(req, meta, answer, chunk_usage);
         let mut k = 0;
         // The first token's wait; each turn sets the next. What is ready (the head) goes out before it.
-        let mut wait = match paced.then(|| ticker.next_at()) {
+        let wait = match paced.then(|| ticker.next_at()) {
             Some(at) if !is_due(at) => {
                 sse.rest()?;
                 Some(at)
@@ -364,32 +363,12 @@ fn stream(
                     if paced {
                         let at = ticker.next_at();
                         if !is_due(at) {
-                            return match sse.rest() {
-                                Ok(()) => Ok(Turn::Wait(at)),
-                                // The socket is full: the rest stays queued, the stream's own
-                                // coroutine takes over and its next write waits for room.
-                                Err(e) if in_pacer && e.kind() == ErrorKind::WouldBlock => {
-                                    Ok(Turn::Blocked(at))
-                                }
-                                Err(e) => Err(e),
-                            };
+                            return pacer::waiting(sse.rest(), at);
                         }
                     }
                 }
             };
-            loop {
-                let done = match wait.take() {
-                    None => turn(false)?,
-                    Some(at) => pacer::hand(at, &mut turn)?,
-                };
-                match done {
-                    Turn::Wait(at) => wait = Some(at),
-                    Turn::Blocked(at) => {
-                        sleep_until(at);
-                    }
-                    Turn::End(ending) => break ending,
-                }
-            }
+            pacer::drive(wait, &mut turn)?
         };
         sse.set_nonblocking(false);
         if let Some(ending) = ended {

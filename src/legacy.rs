@@ -12,6 +12,7 @@ use crate::models::{tokens, Finish, Generation, Model, Prompt, Sampling};
 use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
 use crate::openai::response::{Meta, Usage};
+use crate::pacer::{self, Turn};
 use crate::pacing::{is_due, sleep_until, Schedule};
 
 /// Answers one parsed legacy completion as `job` says. Each token is ready when the job's plan says, counted
@@ -126,43 +127,75 @@ fn stream(
         let mut pieces: Vec<tokens::Tokens<'_>> =
             generations.iter().map(|g| tokens::split(&g.text)).collect();
         // Step 0 always happens, so an echo goes out even when no token is generated (`max_tokens: 0`).
-        let steps = generations.iter().map(|g| g.tokens).max().unwrap_or(0);
-        for k in 0..steps.max(1) {
-            if paced {
-                let at = ticker.next_at();
-                if !is_due(at) {
-                    // What is ready (the head, earlier tokens) goes out before the wait.
-                    sse.rest()?;
-                    sleep_until(at);
-                }
+        let steps = generations
+            .iter()
+            .map(|g| g.tokens)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut k = 0;
+        // The first step's wait; each turn sets the next. What is ready (the head) goes out before it.
+        let wait = match paced.then(|| ticker.next_at()) {
+            Some(at) if !is_due(at) => {
+                sse.rest()?;
+                Some(at)
             }
-            first_token.get_or_insert_with(Instant::now);
-            if fault == Some(StreamFault::Cut(k as u32)) {
-                return Ok(Ending::Cut);
-            }
-            for ((p, prompt), tokens) in req.prompts.iter().enumerate().zip(&mut pieces) {
-                let first = p as u32 * n;
-                if k == 0 && req.echo && !prompt.text.is_empty() {
-                    for index in first..first + n {
-                        sse.event(|out| {
-                            completions::write_event(out, meta, index, &prompt.text, None)
-                        })?;
+            _ => None,
+        };
+        let ended = {
+            // One turn: every step that is due, then what is ready goes out and the next wait is set;
+            // a waiting stream's turns are run by the pacer (see `pacer`), `in_pacer` then.
+            let mut turn = |in_pacer: bool| -> std::io::Result<Turn<Option<Ending>>> {
+                sse.set_nonblocking(in_pacer);
+                loop {
+                    first_token.get_or_insert_with(Instant::now);
+                    if fault == Some(StreamFault::Cut(k as u32)) {
+                        return Ok(Turn::End(Some(Ending::Cut)));
+                    }
+                    for ((p, prompt), tokens) in req.prompts.iter().enumerate().zip(&mut pieces) {
+                        let first = p as u32 * n;
+                        if k == 0 && req.echo && !prompt.text.is_empty() {
+                            for index in first..first + n {
+                                sse.event(|out| {
+                                    completions::write_event(out, meta, index, &prompt.text, None)
+                                })?;
+                            }
+                        }
+                        if let Some(token) = tokens.next() {
+                            for index in first..first + n {
+                                sse.event(|out| {
+                                    completions::write_event(out, meta, index, token, None)
+                                })?;
+                            }
+                        }
+                    }
+                    match fault {
+                        Some(StreamFault::Error) => {
+                            sse.event(|out| {
+                                out.extend_from_slice(faults::STREAM_ERROR.as_bytes())
+                            })?;
+                            return Ok(Turn::End(Some(Ending::Finish)));
+                        }
+                        Some(StreamFault::Stall) => return Ok(Turn::End(Some(Ending::Stall))),
+                        _ => {}
+                    }
+                    k += 1;
+                    if k == steps {
+                        return Ok(Turn::End(None));
+                    }
+                    if paced {
+                        let at = ticker.next_at();
+                        if !is_due(at) {
+                            return pacer::waiting(sse.rest(), at);
+                        }
                     }
                 }
-                if let Some(token) = tokens.next() {
-                    for index in first..first + n {
-                        sse.event(|out| completions::write_event(out, meta, index, token, None))?;
-                    }
-                }
-            }
-            match fault {
-                Some(StreamFault::Error) => {
-                    sse.event(|out| out.extend_from_slice(faults::STREAM_ERROR.as_bytes()))?;
-                    return Ok(Ending::Finish);
-                }
-                Some(StreamFault::Stall) => return Ok(Ending::Stall),
-                _ => {}
-            }
+            };
+            pacer::drive(wait, &mut turn)?
+        };
+        sse.set_nonblocking(false);
+        if let Some(ending) = ended {
+            return Ok(ending);
         }
         if let Some(StreamFault::Cut(_)) = fault {
             // K at or past the last token: the cut still comes, before the finish events.

@@ -202,6 +202,33 @@ fn run(queued: Receiver<Entry>) {
     }
 }
 
+/// Runs a stream's turns until its token loop ends: the first now if `wait` is `None`, else handed to the
+/// pacer at `wait`; after a turn the socket did not take whole, the stream's own coroutine waits for the
+/// next time and its next turn's write waits for room.
+pub fn drive<'a, E: 'a>(mut wait: Option<Instant>, turn: &mut Step<'a, E>) -> io::Result<E> {
+    loop {
+        let done = match wait.take() {
+            None => turn(false)?,
+            Some(at) => hand(at, turn)?,
+        };
+        match done {
+            Turn::Wait(at) => wait = Some(at),
+            Turn::Blocked(at) => sleep_until(at),
+            Turn::End(ending) => return Ok(ending),
+        }
+    }
+}
+
+/// A turn's end once what was ready has been sent (`sent`, from `SseWriter::rest`) and the next token is
+/// due at `at`: a socket that would not take it all (only in the pacer) is `Blocked`, not an error.
+pub fn waiting<E>(sent: io::Result<()>, at: Instant) -> io::Result<Turn<E>> {
+    match sent {
+        Ok(()) => Ok(Turn::Wait(at)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Turn::Blocked(at)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Waits until `at`, then runs `step` there and at every time it asks for, from the pacer, until it ends,
 /// fails or blocks; returns that last result. Outside a coroutine (tests) it sleeps and steps in place.
 pub fn hand<'a, E: 'a>(at: Instant, step: &mut Step<'a, E>) -> io::Result<Turn<E>> {

@@ -420,7 +420,11 @@ mod tests {
         let err = out.flush().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert!(!out.broken, "a full socket is not a gone peer");
-        assert!(out.written > 0 && out.written < bytes.len(), "{}", out.written);
+        assert!(
+            out.written > 0 && out.written < bytes.len(),
+            "{}",
+            out.written
+        );
         assert_eq!(out.written + out.wbuf.len(), bytes.len());
         // The peer reads; a blocking flush sends the rest, in order.
         let reader = std::thread::spawn(move || {
