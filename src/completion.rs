@@ -21,7 +21,7 @@ use crate::openai::response::{
     self, ChunkUsage, ContentChunks, Delta, Meta, ReplyChoice, TokenLogprob, ToolCall,
     ToolCallDelta, Usage,
 };
-use crate::pacer::{self, Turn};
+use crate::pacer::{self, Mode, Turn};
 use crate::pacing::{is_due, sleep_until, Schedule};
 
 /// Stop sequences held on the stack (the spec allows four).
@@ -317,10 +317,13 @@ fn stream(
         };
         let ended = {
             // One turn: every token that is due, then what is ready goes out and the next wait is set. A
-            // waiting stream's turns are run by the pacer (`in_pacer`: writes must not wait), which writes
+            // waiting stream's turns are run by the pacer (`Mode::Pacer`: writes must not wait), which writes
             // the due tokens of all streams back to back.
-            let mut turn = |in_pacer: bool| -> std::io::Result<Turn<Option<faults::Ending>>> {
-                sse.set_nonblocking(in_pacer);
+            let mut turn = |mode: Mode| -> std::io::Result<Turn<Option<faults::Ending>>> {
+                sse.set_nonblocking(mode == Mode::Pacer);
+                if mode == Mode::Flush {
+                    return sse.flush().map(|()| Turn::Wait(Instant::now()));
+                }
                 loop {
                     if k == 0 {
                         steps.open(&mut sse)?;

@@ -12,7 +12,7 @@ use crate::models::{tokens, Finish, Generation, Model, Prompt, Sampling};
 use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
 use crate::openai::response::{Meta, Usage};
-use crate::pacer::{self, Turn};
+use crate::pacer::{self, Mode, Turn};
 use crate::pacing::{is_due, sleep_until, Schedule};
 
 /// Answers one parsed legacy completion as `job` says. Each token is ready when the job's plan says, counted
@@ -144,9 +144,12 @@ fn stream(
         };
         let ended = {
             // One turn: every step that is due, then what is ready goes out and the next wait is set;
-            // a waiting stream's turns are run by the pacer (see `pacer`), `in_pacer` then.
-            let mut turn = |in_pacer: bool| -> std::io::Result<Turn<Option<Ending>>> {
-                sse.set_nonblocking(in_pacer);
+            // a waiting stream's turns are run by the pacer (see `pacer`), `Mode::Pacer` then.
+            let mut turn = |mode: Mode| -> std::io::Result<Turn<Option<Ending>>> {
+                sse.set_nonblocking(mode == Mode::Pacer);
+                if mode == Mode::Flush {
+                    return sse.flush().map(|()| Turn::Wait(Instant::now()));
+                }
                 loop {
                     first_token.get_or_insert_with(Instant::now);
                     if fault == Some(StreamFault::Cut(k as u32)) {

@@ -40,8 +40,19 @@ pub enum Turn<E> {
     End(E),
 }
 
-/// One step of a stream: called when its token is due; `in_pacer` says the socket must not block.
-type Step<'a, E> = dyn FnMut(bool) -> io::Result<Turn<E>> + 'a;
+/// Who runs a turn, and what for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The stream's own coroutine: writes may wait for room.
+    Own,
+    /// The pacer: writes must not wait.
+    Pacer,
+    /// Only send what a full socket left queued, waiting for room (the result is ignored).
+    Flush,
+}
+
+/// One turn of a stream: called when its token is due (or, with [`Mode::Flush`], to empty its queue).
+type Step<'a, E> = dyn FnMut(Mode) -> io::Result<Turn<E>> + 'a;
 
 /// A stream handed to the pacer, on its coroutine's stack while that coroutine is parked.
 struct Slot<E> {
@@ -64,7 +75,7 @@ impl<E> Run for Slot<E> {
         // SAFETY: the owner is parked until `done` is set, so the step and everything it borrows are alive
         // and used by this thread alone.
         let step = unsafe { &mut *self.step };
-        let result = catch_unwind(AssertUnwindSafe(|| step(true)))
+        let result = catch_unwind(AssertUnwindSafe(|| step(Mode::Pacer)))
             .unwrap_or_else(|_| Err(io::Error::other("a stream step panicked")));
         if let Ok(Turn::Wait(at)) = result {
             return Some(at);
@@ -203,17 +214,21 @@ fn run(queued: Receiver<Entry>) {
 }
 
 /// Runs a stream's turns until its token loop ends: the first now if `wait` is `None`, else handed to the
-/// pacer at `wait`; after a turn the socket did not take whole, the stream's own coroutine waits for the
-/// next time and its next turn's write waits for room.
+/// pacer at `wait`; after a turn the socket did not take whole, the stream's own coroutine sends the rest,
+/// waiting for room, and waits for the next time itself.
 pub fn drive<'a, E: 'a>(mut wait: Option<Instant>, turn: &mut Step<'a, E>) -> io::Result<E> {
     loop {
         let done = match wait.take() {
-            None => turn(false)?,
+            None => turn(Mode::Own)?,
             Some(at) => hand(at, turn)?,
         };
         match done {
             Turn::Wait(at) => wait = Some(at),
-            Turn::Blocked(at) => sleep_until(at),
+            Turn::Blocked(at) => {
+                // What the socket did not take goes out now, waiting for room, then the next turn waits.
+                turn(Mode::Flush)?;
+                sleep_until(at);
+            }
             Turn::End(ending) => return Ok(ending),
         }
     }
@@ -234,7 +249,7 @@ pub fn waiting<E>(sent: io::Result<()>, at: Instant) -> io::Result<Turn<E>> {
 pub fn hand<'a, E: 'a>(at: Instant, step: &mut Step<'a, E>) -> io::Result<Turn<E>> {
     if !may::coroutine::is_coroutine() {
         sleep_until(at);
-        return step(false);
+        return step(Mode::Own);
     }
     let pacer = pacer();
     // SAFETY: the lifetime is erased only while this function keeps the borrow alive: it returns only after
@@ -260,7 +275,7 @@ pub fn hand<'a, E: 'a>(at: Instant, step: &mut Step<'a, E>) -> io::Result<Turn<E
         // The pacer thread is gone (it cannot panic: steps are caught); wait here instead.
         sleep_until(at);
         // SAFETY: the slot was never queued.
-        return unsafe { &mut *step }(false);
+        return unsafe { &mut *step }(Mode::Own);
     }
     let at_ns = pacer.nanos(at);
     if pacer.wakes_at.fetch_min(at_ns, Ordering::SeqCst) > at_ns {
@@ -309,12 +324,12 @@ mod tests {
     fn outside_a_coroutine_the_step_runs_in_place_after_the_wait() {
         let at = Instant::now() + Duration::from_millis(2);
         let mut calls = Vec::new();
-        let mut step = |in_pacer: bool| -> io::Result<Turn<()>> {
-            calls.push((in_pacer, Instant::now() >= at - EARLY));
+        let mut step = |mode: Mode| -> io::Result<Turn<()>> {
+            calls.push((mode, Instant::now() >= at - EARLY));
             Ok(Turn::End(()))
         };
         assert!(matches!(hand(at, &mut step), Ok(Turn::End(()))));
-        assert_eq!(calls, [(false, true)]);
+        assert_eq!(calls, [(Mode::Own, true)]);
     }
 
     #[test]
@@ -329,8 +344,8 @@ mod tests {
                     let first = next;
                     let mut steps = 0;
                     let ended = {
-                        let mut step = |in_pacer: bool| -> io::Result<Turn<u32>> {
-                            times.push((next, Instant::now(), in_pacer));
+                        let mut step = |mode: Mode| -> io::Result<Turn<u32>> {
+                            times.push((next, Instant::now(), mode == Mode::Pacer));
                             steps += 1;
                             if steps == 4 {
                                 return Ok(Turn::End(id));

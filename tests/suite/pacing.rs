@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::{chat, chat_body, stream_body, Server};
+use crate::support::{chat, chat_body, echo, stream_body, Server};
 
 /// One SSE event and when the read that completed it returned.
 struct Event {
@@ -158,4 +158,54 @@ fn paced_stream_abandoned_by_client_frees_the_server() {
     let resp = server.send(&chat(&chat_body("after"), &[]));
     assert_eq!(resp.status, 200);
     assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_paced_stream_to_a_reader_that_falls_behind_arrives_whole() {
+    // 2,000 words of 3 KB, 1 ms apart, to a client with a small receive buffer that reads nothing for the
+    // first 1.8 s: about 5 MB are due by then, more than loopback's socket buffers take (2 MB did not fill
+    // them here; 5 MB did, checked by marking the hand-back), so the server's socket fills while the pacer
+    // writes; it hands the stream back to its coroutine, which waits for room. Every byte must still arrive,
+    // in order, and the server keep serving.
+    let server = Server::start(&["--workers", "1"]);
+    let words: Vec<String> = (0..2000)
+        .map(|i| format!("w{i:04}{}", "x".repeat(3000)))
+        .collect();
+    let text = words.join(" ");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(&chat(&stream_body(&text), &[("x-standin-itl-ms", "1")]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1800));
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !raw.ends_with(b"0\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the end");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let body = String::from_utf8(raw).unwrap();
+    let mut content = String::new();
+    let mut events = 0;
+    for line in body.split('\n').filter_map(|l| l.strip_prefix("data: ")) {
+        events += 1;
+        if line == "[DONE]" {
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(piece) = event["choices"][0]["delta"]["content"].as_str() {
+            content += piece;
+        }
+    }
+    assert!(events > 2000, "{events} events");
+    assert!(body.contains("data: [DONE]"));
+    assert!(content == echo(&text), "content lost or reordered");
+    server.assert_alive();
+    assert_eq!(server.send(&chat(&chat_body("after"), &[])).status, 200);
 }
