@@ -22,7 +22,7 @@ use crate::openai::response::{
     ToolCallDelta, Usage,
 };
 use crate::pacer::{self, Mode, Turn};
-use crate::pacing::{is_due, sleep_until, Schedule};
+use crate::pacing::{sleep_until, Schedule};
 
 /// Stop sequences held on the stack (the spec allows four).
 const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
@@ -308,13 +308,7 @@ fn stream(
         let mut steps = Steps::new(req, meta, answer, chunk_usage);
         let mut k = 0;
         // The first token's wait; each turn sets the next. What is ready (the head) goes out before it.
-        let wait = match paced.then(|| ticker.next_at()) {
-            Some(at) if !is_due(at) => {
-                sse.rest()?;
-                Some(at)
-            }
-            _ => None,
-        };
+        let wait = pacer::first_wait(paced, &mut ticker, &mut sse)?;
         let ended = {
             // One turn: every token that is due, then what is ready goes out and the next wait is set. A
             // waiting stream's turns are run by the pacer (`Mode::Pacer`: writes must not wait), which writes
@@ -363,17 +357,13 @@ fn stream(
                     if steps.is_done() {
                         return Ok(Turn::End(None));
                     }
-                    if paced {
-                        let at = ticker.next_at();
-                        if !is_due(at) {
-                            return pacer::waiting(sse.rest(), at);
-                        }
+                    if let Some(end) = pacer::after_token(paced, &mut ticker, &mut sse) {
+                        return end;
                     }
                 }
             };
             pacer::drive(wait, &mut turn)?
         };
-        sse.set_nonblocking(false);
         if let Some(ending) = ended {
             return Ok(ending);
         }

@@ -13,7 +13,7 @@ use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
 use crate::openai::response::{Meta, Usage};
 use crate::pacer::{self, Mode, Turn};
-use crate::pacing::{is_due, sleep_until, Schedule};
+use crate::pacing::{sleep_until, Schedule};
 
 /// Answers one parsed legacy completion as `job` says. Each token is ready when the job's plan says, counted
 /// from when the request arrived, as for chat completions; a stream fault breaks a stream the same way.
@@ -135,13 +135,7 @@ fn stream(
             .max(1);
         let mut k = 0;
         // The first step's wait; each turn sets the next. What is ready (the head) goes out before it.
-        let wait = match paced.then(|| ticker.next_at()) {
-            Some(at) if !is_due(at) => {
-                sse.rest()?;
-                Some(at)
-            }
-            _ => None,
-        };
+        let wait = pacer::first_wait(paced, &mut ticker, &mut sse)?;
         let ended = {
             // One turn: every step that is due, then what is ready goes out and the next wait is set;
             // a waiting stream's turns are run by the pacer (see `pacer`), `Mode::Pacer` then.
@@ -186,17 +180,13 @@ fn stream(
                     if k == steps {
                         return Ok(Turn::End(None));
                     }
-                    if paced {
-                        let at = ticker.next_at();
-                        if !is_due(at) {
-                            return pacer::waiting(sse.rest(), at);
-                        }
+                    if let Some(end) = pacer::after_token(paced, &mut ticker, &mut sse) {
+                        return end;
                     }
                 }
             };
             pacer::drive(wait, &mut turn)?
         };
-        sse.set_nonblocking(false);
         if let Some(ending) = ended {
             return Ok(ending);
         }

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use may::coroutine::Coroutine;
 
-use crate::pacing::{sleep_until, SLEEP_GRID};
+use crate::http::sse::SseWriter;
+use crate::pacing::{is_due, sleep_until, Ticker, SLEEP_GRID};
 
 /// What a stream's step did.
 #[derive(Debug)]
@@ -234,14 +235,35 @@ pub fn drive<'a, E: 'a>(mut wait: Option<Instant>, turn: &mut Step<'a, E>) -> io
     }
 }
 
-/// A turn's end once what was ready has been sent (`sent`, from `SseWriter::rest`) and the next token is
-/// due at `at`: a socket that would not take it all (only in the pacer) is `Blocked`, not an error.
-pub fn waiting<E>(sent: io::Result<()>, at: Instant) -> io::Result<Turn<E>> {
-    match sent {
+/// A stream's first wait: `Some(at)` when its first token is not due yet, once what is ready (the head) has
+/// been sent; `None` for an unpaced stream or a token due now.
+pub fn first_wait(
+    paced: bool,
+    ticker: &mut Ticker,
+    sse: &mut SseWriter<'_>,
+) -> io::Result<Option<Instant>> {
+    match paced.then(|| ticker.next_at()) {
+        Some(at) if !is_due(at) => {
+            sse.rest()?;
+            Ok(Some(at))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// After a token: `Some` ends the turn when the next token is not due yet, once what is ready has been sent
+/// (`Blocked` if a full socket took only part of it, in the pacer); `None` goes on to the next token now.
+pub fn after_token<E>(
+    paced: bool,
+    ticker: &mut Ticker,
+    sse: &mut SseWriter<'_>,
+) -> Option<io::Result<Turn<E>>> {
+    let at = paced.then(|| ticker.next_at()).filter(|&at| !is_due(at))?;
+    Some(match sse.rest() {
         Ok(()) => Ok(Turn::Wait(at)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Turn::Blocked(at)),
         Err(e) => Err(e),
-    }
+    })
 }
 
 /// Waits until `at`, then runs `step` there and at every time it asks for, from the pacer, until it ends,

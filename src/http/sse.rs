@@ -74,6 +74,7 @@ impl<'a> SseWriter<'a> {
 
     /// Ends the stream (the terminating zero chunk) and sends what is left.
     pub fn finish(mut self) -> io::Result<()> {
+        self.out.nonblocking = false;
         self.close_chunk();
         if self.chunked {
             self.out.wbuf.extend_from_slice(b"0\r\n\r\n");
@@ -85,12 +86,14 @@ impl<'a> SseWriter<'a> {
     /// Sends what is queued, then drops the connection mid-body, with no terminating chunk (failure
     /// injection: a stream cut by a crash or a proxy).
     pub fn cut(mut self) {
+        self.out.nonblocking = false;
         let _ = self.flush();
         self.out.broken = true;
     }
 
     /// Sends what is queued, then sends nothing more until the client gives up (or `max` passes).
     pub fn stall(mut self, max: std::time::Duration) {
+        self.out.nonblocking = false;
         self.close_chunk();
         self.out.wait_for_close(max);
     }
