@@ -98,8 +98,8 @@ struct Entry {
     slot: *const (dyn Run + 'static),
 }
 
-// SAFETY: a slot is used by one thread at a time: its owner until it registers, then the pacer (under the
-// queue's lock, then alone) until `done`.
+// SAFETY: a slot is used by one thread at a time: its owner until it queues it, then the pacer alone until
+// `done`.
 unsafe impl Send for Entry {}
 
 impl PartialEq for Entry {
