@@ -14,6 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use may_minihttp::{HttpServer, HttpService, Request, Response};
 
+#[path = "common/flags.rs"]
+mod flags;
+
 /// Same default port family as standin (8000), one up, so both can run side by side.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8001";
 
@@ -57,24 +60,10 @@ struct Options {
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
     let mut listen = DEFAULT_LISTEN.to_string();
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_string(), Some(value.to_string()))
-            }
-            _ => (arg, None),
-        };
-        if flag == "--help" || flag == "-h" {
-            return Ok(None);
-        }
-        if flag != "--listen" && flag != "--workers" {
-            return Err(format!("unknown flag `{flag}` (see --help)"));
-        }
-        let value = match inline.or_else(|| args.next()) {
-            Some(value) => value,
-            None => return Err(format!("`{flag}` needs a value")),
-        };
+    let Some(pairs) = flags::pairs(args, &["--listen", "--workers"])? else {
+        return Ok(None);
+    };
+    for (flag, value) in pairs {
         if flag == "--listen" {
             listen = value;
         } else {

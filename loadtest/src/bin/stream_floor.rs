@@ -16,6 +16,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[path = "common/flags.rs"]
+mod flags;
+
 /// Two up from standin's 8000, beside standin-floor's 8001.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8002";
 
@@ -73,23 +76,10 @@ struct Options {
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
     let mut listen = DEFAULT_LISTEN.to_string();
     let mut itl_ms = 100;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_string(), Some(value.to_string()))
-            }
-            _ => (arg, None),
-        };
-        if flag == "--help" || flag == "-h" {
-            return Ok(None);
-        }
-        if flag != "--listen" && flag != "--itl-ms" {
-            return Err(format!("unknown flag `{flag}` (see --help)"));
-        }
-        let Some(value) = inline.or_else(|| args.next()) else {
-            return Err(format!("`{flag}` needs a value"));
-        };
+    let Some(pairs) = flags::pairs(args, &["--listen", "--itl-ms"])? else {
+        return Ok(None);
+    };
+    for (flag, value) in pairs {
         if flag == "--listen" {
             listen = value;
         } else {
