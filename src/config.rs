@@ -34,6 +34,8 @@ pub struct Config {
     pub listen: String,
     /// may worker threads.
     pub workers: usize,
+    /// Set SO_REUSEPORT so several standin processes can share `listen` (the kernel spreads connections).
+    pub reuse_port: bool,
     /// Accepted bearer keys; empty means the API is open.
     pub api_keys: Vec<String>,
     /// Declared models, listed by `/v1/models`; the first serves unknown names unless `strict_models`.
@@ -80,6 +82,7 @@ impl Default for Config {
         Config {
             listen: DEFAULT_LISTEN.to_string(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            reuse_port: false,
             api_keys: Vec::new(),
             models: vec![ModelSpec::named(DEFAULT_MODEL)],
             defaults: Defaults::default(),
@@ -166,6 +169,12 @@ pub const FLAGS: &[Flag] = &[
         value: Some("N"),
         default: "cores",
         help: "worker threads running the coroutines",
+    },
+    Flag {
+        name: "reuse-port",
+        value: None,
+        default: "off",
+        help: "share --listen with other standin processes (SO_REUSEPORT); the kernel spreads connections",
     },
     Flag {
         name: "api-key",
@@ -632,6 +641,7 @@ fn apply(cfg: &mut Config, flag: &Flag, value: &str) -> Result<(), ConfigError> 
         "stack-size" => cfg.stack_size = number(flag, value)?,
         "coroutine-pool" => cfg.coroutine_pool = number(flag, value)?,
         "quiet" => cfg.quiet = switch(flag, value)?,
+        "reuse-port" => cfg.reuse_port = switch(flag, value)?,
         "enable-panic-route" => cfg.enable_panic_route = switch(flag, value)?,
         "rate-limit-rpm" => cfg.rate_limit_rpm = number(flag, value)? as u64,
         "rate-limit-tpm" => cfg.rate_limit_tpm = number(flag, value)? as u64,
@@ -781,6 +791,13 @@ mod tests {
             "0.0.0.0:9"
         );
         assert!(run(&["--listen", "nonsense"], &[]).is_err());
+    }
+
+    #[test]
+    fn reuse_port_is_off_unless_asked() {
+        assert!(!run(&[], &[]).unwrap().reuse_port);
+        assert!(run(&["--reuse-port"], &[]).unwrap().reuse_port);
+        assert!(run(&[], &[("STANDIN_REUSE_PORT", "true")]).unwrap().reuse_port);
     }
 
     #[test]

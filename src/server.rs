@@ -35,10 +35,11 @@ pub fn keep_finished_coroutines(capacity: usize) {
 /// a burst of 10,000 connecting clients overflows into 1 s SYN retries.
 const BACKLOG: i32 = 65_535;
 
-/// Binds the listening socket. Unlike may's `TcpListener::bind` it does not set SO_REUSEPORT, so a second
-/// server on the same port fails with "address in use" instead of silently sharing it.
+/// Binds the listening socket. Unlike may's `TcpListener::bind` it sets SO_REUSEPORT only when asked
+/// (`--reuse-port`), so by default a second server on the same port fails with "address in use" instead of
+/// silently sharing it.
 #[allow(unsafe_code)]
-pub fn bind(addr: &str) -> io::Result<TcpListener> {
+pub fn bind(addr: &str, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
     let addr: SocketAddr = addr
@@ -47,6 +48,10 @@ pub fn bind(addr: &str) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // SO_REUSEADDR only lets a restarted server bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        // Each process then has its own accept queue: one per descriptor table and per core set.
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     let fd = socket.into_raw_fd();

@@ -3,9 +3,10 @@
 use crate::support::{get, run, Exit, Server, TempFile};
 
 /// Every flag of the contract, which `--help` must list.
-const FLAGS: [&str; 19] = [
+const FLAGS: [&str; 20] = [
     "--listen",
     "--workers",
+    "--reuse-port",
     "--api-key",
     "--api-key-file",
     "--models",
@@ -215,6 +216,32 @@ fn a_second_server_on_a_busy_port_fails_to_start() {
     assert_eq!(second.code, Some(1), "{second:?}");
     assert!(second.stderr.contains("in use"), "{}", second.stderr);
     first.assert_alive();
+}
+
+#[test]
+fn reuse_port_lets_servers_share_a_port_and_the_kernel_spreads_connections() {
+    let alpha = Server::start(&["--reuse-port", "--models", "alpha"]);
+    let addr = alpha.addr.to_string();
+    let beta = Server::start(&["--reuse-port", "--listen", &addr, "--models", "beta"]);
+    assert_eq!(beta.addr, alpha.addr);
+    // A server without the flag still may not join them.
+    let third = run(&["--listen", &addr, "--quiet"], &[]);
+    assert_eq!(third.code, Some(1), "{third:?}");
+    assert!(third.stderr.contains("in use"), "{}", third.stderr);
+    // Each new connection lands on one of the two (by a hash of its ports): 64 of them all on one
+    // would happen once in 2^63 runs.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..64 {
+        let ids = model_ids(&alpha);
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        seen.insert(ids[0].clone());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["alpha", "beta"],
+        "both processes answer on the shared port"
+    );
+    beta.assert_alive();
 }
 
 #[test]
