@@ -797,7 +797,11 @@ mod tests {
     fn reuse_port_is_off_unless_asked() {
         assert!(!run(&[], &[]).unwrap().reuse_port);
         assert!(run(&["--reuse-port"], &[]).unwrap().reuse_port);
-        assert!(run(&[], &[("STANDIN_REUSE_PORT", "true")]).unwrap().reuse_port);
+        assert!(
+            run(&[], &[("STANDIN_REUSE_PORT", "true")])
+                .unwrap()
+                .reuse_port
+        );
     }
 
     #[test]

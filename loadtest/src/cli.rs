@@ -55,6 +55,8 @@ pub struct Options {
     pub workers: usize,
     /// No progress line.
     pub quiet: bool,
+    /// Run as this many child processes, each with its own descriptor table (`processes.rs`).
+    pub processes: usize,
     /// Report every wake-up of a core probe this late or later (`stalls.rs`); zero: no probe.
     pub stall_threshold: Duration,
 }
@@ -104,6 +106,9 @@ USAGE: standin-load [FLAGS]
                           after a random number of SSE events; counted as abandoned, not as errors
   --sources N             spread connections over 127.0.0.1..127.0.0.N [default: 0 = kernel's choice]
   --workers N             harness threads [default: cores]
+  --processes N           run as N processes, each with its own open-file limit, and report them as one
+                          run: --concurrency, --max-concurrency, --requests and a Poisson --rate are the
+                          totals, split between them [default: 1]
   --stall-ms MS           report each time a core the harness runs on was taken from it for MS or more
                           (a probe per core wakes each 2 ms); 0 = no probe [default: 5]
   --quiet                 no progress line
@@ -161,6 +166,7 @@ pub fn parse_with_env(
         sources: 0,
         workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         quiet: false,
+        processes: 1,
         stall_threshold: Duration::from_millis(5),
     };
     let mut arrival = "poisson".to_string();
@@ -231,6 +237,7 @@ pub fn parse_with_env(
             "--disconnect" => o.disconnect = num(&flag, &value(&flag)?)?,
             "--sources" => o.sources = num(&flag, &value(&flag)?)?,
             "--workers" => o.workers = num(&flag, &value(&flag)?)?,
+            "--processes" => o.processes = num(&flag, &value(&flag)?)?,
             "--stall-ms" => {
                 let ms: f64 = num(&flag, &value(&flag)?)?;
                 if !(0.0..=60_000.0).contains(&ms) {
@@ -287,6 +294,7 @@ pub fn parse_with_env(
     if o.duration.is_none() && o.requests.is_none() {
         o.duration = Some(Duration::from_secs(10));
     }
+    crate::processes::check(&o)?;
     Ok(Some(o))
 }
 

@@ -6,7 +6,8 @@
 //! # Layout
 //! `cli` (flags) → `workload` (schedule, bodies, disconnects) → `runner` (coroutines) → `client` + `sse`
 //! (wire) → `record` (per-request timings) → `stats` + `report` (figures, table, JSON, SVG); `raw` (the
-//! `--raw` file) and `merge` (several runs as one).
+//! `--raw` file) and `merge` (several runs as one); `processes` (`--processes`: one run as several child
+//! processes, merged).
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -17,6 +18,7 @@ mod client;
 mod clock;
 mod heads;
 mod merge;
+mod processes;
 mod raw;
 mod readbuf;
 mod record;
@@ -42,11 +44,11 @@ use serde_json::{Map, Value};
 const STACK_SIZE: usize = 64 * 1024;
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("merge") {
-        return merge::main(args.skip(1));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("merge") {
+        return merge::main(args.into_iter().skip(1));
     }
-    let opts = match cli::parse(args) {
+    let opts = match cli::parse(args.iter().cloned()) {
         Ok(Some(opts)) => opts,
         Ok(None) => {
             print!("{}", cli::HELP);
@@ -57,6 +59,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if opts.processes > 1 {
+        return processes::run(&args, &opts);
+    }
     raise_fd_limit();
     // may counts stack sizes in machine words.
     may::config()

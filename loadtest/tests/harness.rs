@@ -660,6 +660,107 @@ fn two_instances_merge_into_one_exact_report() {
 }
 
 #[test]
+fn processes_split_the_load_and_report_it_as_one_run() {
+    let server = Standin::start();
+    // 301 requests over 3 processes: shares of 101, 100 and 100, each child its own seed.
+    let run = load_at(
+        &server.url(),
+        "--stream --requests 301 --concurrency 6 --processes 3 --warmup 0 --prompt-words 1:12 --seed 7",
+    );
+    assert_clean(&run, 301);
+    let r = &run.report;
+    assert_eq!(r["mode"], "closed c=6, 3 processes");
+    assert_eq!((count(r, "processes"), count(r, "instances")), (3, 3));
+    assert_eq!(r["seeds"], json!([7, 8, 9]), "child i sends seed + i");
+    assert_eq!(count(r, "requests_sent"), 301);
+    assert!((1..=6).contains(&count(r, "peak_in_flight")), "{r:#}");
+    assert_eq!(
+        count(r, "itl_samples") + 301,
+        count(r, "total_output_tokens")
+    );
+    let metrics = server.metrics();
+    assert_eq!(
+        metrics["standin_http_responses_total{class=\"2xx\"}"] as u64, 301,
+        "the server saw each request once: {metrics:?}"
+    );
+}
+
+#[test]
+fn processes_sum_their_progress_and_pass_on_what_else_they_say() {
+    let server = Standin::start();
+    let url = server.url();
+    let args = [
+        "--url",
+        &url,
+        "--processes",
+        "2",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0",
+        "--workers",
+        "1",
+    ];
+    let exit = run_raw(&args);
+    assert_eq!(exit.code, Some(0), "{exit:?}");
+    assert!(
+        exit.stdout.contains("[closed c=2, 2 processes]"),
+        "{}",
+        exit.stdout
+    );
+    let progress: Vec<&str> = exit
+        .stderr
+        .lines()
+        .filter(|l| l.contains("processes="))
+        .collect();
+    assert!(
+        !progress.is_empty(),
+        "no summed progress line: {}",
+        exit.stderr
+    );
+    assert!(
+        progress.iter().all(|l| l.contains(" done=")),
+        "{progress:?}"
+    );
+    assert!(
+        !exit.stderr.contains("[process "),
+        "nothing else to say: {}",
+        exit.stderr
+    );
+
+    // Every child fails to connect: each says so, marked; the merged report counts every failure.
+    let dead = dead_url();
+    let exit = run_raw(&[
+        "--url",
+        &dead,
+        "--processes",
+        "2",
+        "--requests",
+        "4",
+        "--concurrency",
+        "2",
+        "--warmup",
+        "0",
+        "--quiet",
+    ]);
+    assert_eq!(exit.code, Some(1), "nothing succeeded: {exit:?}");
+    assert!(
+        exit.stderr
+            .contains("[process 0] standin-load: no request succeeded"),
+        "{}",
+        exit.stderr
+    );
+    assert!(exit.stderr.contains("[process 1] "), "{}", exit.stderr);
+    assert!(
+        exit.stdout.contains("0 completed, 4 failed"),
+        "{}",
+        exit.stdout
+    );
+}
+
+#[test]
 fn merging_one_raw_file_reproduces_the_run_report() {
     let server = Standin::start();
     let scratch = Scratch::new();
