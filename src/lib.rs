@@ -61,6 +61,7 @@ pub fn run(cfg: &Config) -> std::io::Result<()> {
     server::configure_runtime(cfg.workers, cfg.stack_size);
     let listener = server::bind(&cfg.listen, cfg.reuse_port)?;
     let addr = listener.local_addr()?;
+    let listening = std::os::fd::AsRawFd::as_raw_fd(&listener);
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let app = Arc::new(app::App::new(cfg));
     let mut limits = cfg.limits.clone();
@@ -77,8 +78,8 @@ pub fn run(cfg: &Config) -> std::io::Result<()> {
     stdout.flush()?;
     // The main thread waits for the signals itself: no extra thread (and its stack) for an idle server.
     let _ = signals.forever().next();
+    server::stop_listening(listening);
     LIFECYCLE.start_draining();
-    server::wake_accept(addr);
     let _ = accept.join();
     let deadline = Instant::now() + cfg.shutdown_timeout;
     while LIFECYCLE.active() > 0 && Instant::now() < deadline {

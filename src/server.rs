@@ -71,7 +71,7 @@ pub fn serve<H: Handler>(
     spawn("accept", move || {
         for stream in listener.incoming() {
             if LIFECYCLE.is_draining() {
-                // Woken by `wake_accept` (or a late client): stop; dropping the listener refuses the rest.
+                // Woken by `stop_listening`'s failed accept (or a late client): stop.
                 break;
             }
             match stream {
@@ -92,22 +92,25 @@ pub fn serve<H: Handler>(
                     });
                 }
                 // EMFILE and friends: back off briefly instead of spinning on a full descriptor table.
+                // (EINVAL after `stop_listening`, until the drain is set.)
                 Err(_) => may::coroutine::sleep(std::time::Duration::from_millis(10)),
             }
         }
     })
 }
 
-/// Wakes the accept loop so it sees the drain: one throwaway connection to the listener itself.
-pub fn wake_accept(listening: SocketAddr) {
-    let mut addr = listening;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
+/// Stops listening on `listener` (a descriptor of the listener passed to [`serve`]) and wakes the accept
+/// loop: `shutdown` takes the socket off the port at once, so with `--reuse-port` new connections go to the
+/// other processes, and the loop's pending accept fails. Call before `start_draining`: the loop keeps the
+/// listener (and so this descriptor) open until it sees the drain. A throwaway connection to our own address
+/// would not do: on a shared port it may land on another process.
+#[allow(unsafe_code)]
+pub fn stop_listening(listener: std::os::fd::RawFd) {
+    // SAFETY: `listener` is the accept loop's open listening socket (see above); shutdown only changes its
+    // state.
+    unsafe {
+        libc::shutdown(listener, libc::SHUT_RD);
     }
-    let _ = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1));
 }
 
 /// Spawns a named coroutine with the configured stack size.

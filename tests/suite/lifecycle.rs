@@ -67,6 +67,51 @@ fn sigterm_lets_streams_finish_refuses_new_connections_and_exits_0() {
 }
 
 #[test]
+fn a_drained_server_on_a_shared_port_leaves_and_the_other_takes_every_connection() {
+    let mut leaving = Server::start(&["--reuse-port", "--models", "leaving"]);
+    let addr = leaving.addr.to_string();
+    let staying = Server::start(&["--reuse-port", "--listen", &addr, "--models", "staying"]);
+    // Two keep-alive connections that reached the one that leaves: one watches for the drain, one streams.
+    let on_leaving = || loop {
+        let mut client = leaving.connect();
+        client.send(&get("/v1/models", &[]));
+        if client.read_response().json()["data"][0]["id"] == "leaving" {
+            break client;
+        }
+    };
+    let (mut watch, mut stream) = (on_leaving(), on_leaving());
+    stream.send(&chat(&stream_body("hi"), &[("x-standin-itl-ms", "50")]));
+    stream.read_some().unwrap();
+    leaving.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        watch.send(&get("/health", &[]));
+        if watch.read_response().status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no drain after SIGTERM");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Once it drains it has left the port, though no connection of its own woke its accept loop (one to
+    // the shared address may land on the other server): every new connection reaches the one that stays.
+    for _ in 0..64 {
+        assert_eq!(model_id(&staying), "staying");
+    }
+    // The stream in flight still finishes, then the drained server exits 0.
+    let rest = stream.read_response();
+    assert_eq!(rest.status, 200);
+    assert!(rest.text().ends_with("data: [DONE]\n\n"), "{rest:?}");
+    assert_eq!(leaving.wait_exit(Duration::from_secs(10)), Some(0));
+    staying.assert_alive();
+}
+
+/// The one model a server lists, asked on a new connection.
+fn model_id(server: &Server) -> String {
+    let body = server.send(&get("/v1/models", &[])).assert_ok_json();
+    body["data"][0]["id"].as_str().expect("id").to_string()
+}
+
+#[test]
 fn the_drain_stops_waiting_at_the_shutdown_timeout() {
     let mut server = Server::start(&["--shutdown-timeout-ms", "300"]);
     // 13 tokens 1 s apart: far longer than the drain allows.
