@@ -34,6 +34,8 @@ pub struct Config {
     pub listen: String,
     /// may worker threads.
     pub workers: usize,
+    /// Pacer threads writing paced streams' tokens.
+    pub pacer_threads: usize,
     /// Set SO_REUSEPORT so several standin processes can share `listen` (the kernel spreads connections).
     pub reuse_port: bool,
     /// Accepted bearer keys; empty means the API is open.
@@ -83,6 +85,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.to_string(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             reuse_port: false,
+            pacer_threads: 1,
             api_keys: Vec::new(),
             models: vec![ModelSpec::named(DEFAULT_MODEL)],
             defaults: Defaults::default(),
@@ -169,6 +172,12 @@ pub const FLAGS: &[Flag] = &[
         value: Some("N"),
         default: "cores",
         help: "worker threads running the coroutines",
+    },
+    Flag {
+        name: "pacer-threads",
+        value: Some("N"),
+        default: "1",
+        help: "threads writing paced streams' tokens in bursts, 1 to 64 (one writes ~170,000 tokens/s)",
     },
     Flag {
         name: "reuse-port",
@@ -642,6 +651,7 @@ fn apply(cfg: &mut Config, flag: &Flag, value: &str) -> Result<(), ConfigError> 
         "coroutine-pool" => cfg.coroutine_pool = number(flag, value)?,
         "quiet" => cfg.quiet = switch(flag, value)?,
         "reuse-port" => cfg.reuse_port = switch(flag, value)?,
+        "pacer-threads" => cfg.pacer_threads = number(flag, value)?,
         "enable-panic-route" => cfg.enable_panic_route = switch(flag, value)?,
         "rate-limit-rpm" => cfg.rate_limit_rpm = number(flag, value)? as u64,
         "rate-limit-tpm" => cfg.rate_limit_tpm = number(flag, value)? as u64,
@@ -711,6 +721,9 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     if cfg.workers == 0 || cfg.workers > 1024 {
         return fail("`--workers` must be between 1 and 1024");
+    }
+    if cfg.pacer_threads == 0 || cfg.pacer_threads > 64 {
+        return fail("`--pacer-threads` must be between 1 and 64");
     }
     if cfg.stack_size < 64 * 1024 {
         return fail("`--stack-size` must be at least 65536");
@@ -791,6 +804,18 @@ mod tests {
             "0.0.0.0:9"
         );
         assert!(run(&["--listen", "nonsense"], &[]).is_err());
+    }
+
+    #[test]
+    fn pacer_threads_default_to_one_and_are_bounded() {
+        assert_eq!(run(&[], &[]).unwrap().pacer_threads, 1);
+        assert!(run(&["--pacer-threads", "0"], &[]).is_err());
+        assert_eq!(
+            run(&["--pacer-threads", "3"], &[]).unwrap().pacer_threads,
+            3
+        );
+        assert!(run(&["--pacer-threads", "65"], &[]).is_err());
+        assert!(run(&["--pacer-threads", "x"], &[]).is_err());
     }
 
     #[test]

@@ -59,6 +59,7 @@ use http::ArrivalStamps;
 /// flushes the access log and returns (exit code 0). A second signal ends the drain at once.
 pub fn run(cfg: &Config) -> std::io::Result<()> {
     server::configure_runtime(cfg.workers, cfg.stack_size);
+    pacer::set_threads(cfg.pacer_threads);
     let listener = server::bind(&cfg.listen, cfg.reuse_port)?;
     let addr = listener.local_addr()?;
     let listening = std::os::fd::AsRawFd::as_raw_fd(&listener);

@@ -110,6 +110,37 @@ fn headers_pace_the_stream() {
 }
 
 #[test]
+fn several_pacer_threads_share_the_streams_and_keep_their_pace() {
+    let server = Server::start(&["--pacer-threads", "2", "--workers", "2"]);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let streams: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| timed_stream(&server, &[("x-standin-itl-ms", "30")])))
+            .collect();
+        streams.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (_, events) in results {
+        let content = content_events(&events);
+        assert_eq!(content.len(), 13, "13 echo tokens");
+        let spread = content[12].at - content[0].at;
+        assert!(
+            spread >= Duration::from_millis(12 * 30 - 5),
+            "12 gaps took {spread:?}"
+        );
+        assert_eq!(events.last().unwrap().data, "[DONE]");
+    }
+    let pacers: Vec<String> = server
+        .thread_names()
+        .into_iter()
+        .filter(|n| n.starts_with("standin-pacer"))
+        .collect();
+    assert_eq!(
+        pacers.len(),
+        2,
+        "6 streams dealt to 2 pacers start both: {pacers:?}"
+    );
+}
+
+#[test]
 fn flags_set_the_default_pace_for_json_replies() {
     let server = Server::start(&["--ttft-ms", "100", "--itl-ms", "20"]);
     let start = Instant::now();

@@ -229,6 +229,18 @@ impl Server {
         }
     }
 
+    /// The names of the child's threads (Linux only: `/proc/PID/task/*/comm`).
+    pub fn thread_names(&self) -> Vec<String> {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let Ok(tasks) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_string())
+            .collect()
+    }
+
     /// Number of open file descriptors of the child (Linux only), for leak checks.
     pub fn open_fds(&self) -> Option<usize> {
         let dir = format!("/proc/{}/fd", self.child.id());
