@@ -6,7 +6,7 @@
 //! takes the same path as before tools existed: nothing here allocates for it.
 
 use std::iter::Peekable;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::faults::{self, StreamFault};
 use crate::http::sse::SseWriter;
@@ -22,7 +22,7 @@ use crate::openai::response::{
     ToolCallDelta, Usage,
 };
 use crate::pacer::{self, Mode, Turn};
-use crate::pacing::{sleep_until, Schedule};
+use crate::pacing::Schedule;
 
 /// Stop sequences held on the stack (the spec allows four).
 const STOP_SLOTS: usize = crate::openai::chat::MAX_STOP;
@@ -173,9 +173,7 @@ pub fn serve(job: &Job<'_>, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
     let mut id_buf = [0u8; 32];
     let meta = Meta {
         id: ids::write_hex_id("chatcmpl-", ids::next(), &mut id_buf),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created: crate::http::date::unix_second(),
         model: job.name,
     };
     let (tokens, finish) = answer.summary();
@@ -191,7 +189,7 @@ pub fn serve(job: &Job<'_>, req: &ChatRequest<'_>, res: &mut Responder<'_>) {
         }
     } else {
         // A non-streaming answer leaves when its last token is ready.
-        sleep_until(schedule.ready_at(tokens.max(1) - 1));
+        schedule.wait_for(tokens.max(1) - 1);
         match (&answer, req.logprobs) {
             (Answer::Text(g), None) => {
                 response::write_completion(res.body(), &meta, req.n, &g.text, finish, usage)

@@ -2,7 +2,7 @@
 //! stream. The wire format lives in `openai::completions`; token timing follows `crate::completion`, so both
 //! endpoints pace alike.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::faults::{self, Ending, StreamFault};
 use crate::http::Responder;
@@ -13,7 +13,7 @@ use crate::openai::chat::MAX_STOP;
 use crate::openai::completions::{self, Answer, CompletionRequest};
 use crate::openai::response::{Meta, Usage};
 use crate::pacer::{self, Mode, Turn};
-use crate::pacing::{sleep_until, Schedule};
+use crate::pacing::Schedule;
 
 /// Answers one parsed legacy completion as `job` says. Each token is ready when the job's plan says, counted
 /// from when the request arrived, as for chat completions; a stream fault breaks a stream the same way.
@@ -25,9 +25,7 @@ pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>
     let mut id_buf = [0u8; 32];
     let meta = Meta {
         id: ids::write_hex_id("cmpl-", ids::next(), &mut id_buf),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created: crate::http::date::unix_second(),
         model: job.name,
     };
     let schedule = job.plan.schedule(usage.prompt_tokens);
@@ -42,7 +40,7 @@ pub fn serve(job: &Job<'_>, req: &CompletionRequest<'_>, res: &mut Responder<'_>
     }
     // A non-streaming answer leaves when the last token of its longest choice is ready.
     let longest = generations.iter().map(|g| g.tokens).max().unwrap_or(0);
-    sleep_until(schedule.ready_at(longest.max(1) - 1));
+    schedule.wait_for(longest.max(1) - 1);
     let answers: Vec<Answer<'_>> = req
         .prompts
         .iter()

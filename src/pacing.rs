@@ -30,6 +30,13 @@ impl Schedule {
     pub fn ready_at(&self, k: usize) -> Instant {
         self.start + self.pace.ready_at(k)
     }
+
+    /// Parks until token `k` is ready. Without any delay it returns at once, without reading the clock.
+    pub fn wait_for(&self, k: usize) {
+        if !self.pace.is_instant() {
+            sleep_until(self.ready_at(k));
+        }
+    }
 }
 
 /// Walks a schedule one token at a time, so jittered gaps cost one draw each.
@@ -124,6 +131,24 @@ fn on_grid(length: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_for_waits_for_a_delayed_token() {
+        // Only a schedule with a delay waits (one-sided: a busy machine can only make it later).
+        let start = Instant::now();
+        let schedule = Schedule {
+            pace: Pace::fixed(Duration::from_millis(15), Duration::from_millis(5)),
+            start,
+        };
+        schedule.wait_for(2);
+        assert!(start.elapsed() + SLEEP_GRID >= Duration::from_millis(25));
+        let instant = Schedule {
+            pace: Pace::default(),
+            start,
+        };
+        assert!(instant.pace.is_instant());
+        instant.wait_for(1_000);
+    }
 
     #[test]
     fn sleeps_round_to_the_nearest_grid_step() {

@@ -34,10 +34,10 @@ impl DateCache {
 }
 
 /// The wall clock's second from the kernel's coarse clock: a copy of the last tick's time, with no clock
-/// source read (each response asks, and a second's resolution is all a `Date` needs).
+/// source read (each response asks, and a second's resolution is all a `Date` or a `created` needs).
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn unix_second() -> u64 {
+pub fn unix_second() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -49,8 +49,9 @@ fn unix_second() -> u64 {
     precise_unix_second()
 }
 
+/// The wall clock's second.
 #[cfg(not(target_os = "linux"))]
-fn unix_second() -> u64 {
+pub fn unix_second() -> u64 {
     precise_unix_second()
 }
 
