@@ -356,7 +356,7 @@ impl Conn {
             path: req.path(),
             status,
             bytes,
-            duration: started.elapsed(),
+            started,
             request_id,
         });
         keep_alive
@@ -393,7 +393,7 @@ impl Conn {
             path: "-",
             status: error.status(),
             bytes,
-            duration: started.elapsed(),
+            started,
             request_id,
         });
     }

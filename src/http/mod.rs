@@ -14,7 +14,7 @@ pub mod request;
 pub mod response;
 pub mod sse;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use request::{Method, Request};
 pub use response::Responder;
@@ -139,8 +139,9 @@ pub struct Exchange<'a> {
     pub status: u16,
     /// Response bytes written, head included.
     pub bytes: usize,
-    /// From the end of the request head to the end of the response.
-    pub duration: Duration,
+    /// When the request's first byte arrived: the access log's duration runs from here to when it writes
+    /// the line (read from the clock only then, so a quiet server does not read it).
+    pub started: Instant,
     /// The `x-request-id` sent back.
     pub request_id: &'a str,
 }
