@@ -269,6 +269,12 @@ def main():
             h_rps, w_rps, h_ratios = versus_wrk(standin.url, secs, 64, [])
             row("harness vs wrk, non-stream c=64: requests/s*", h_rps, w_rps, "req/s", ">= 1x",
                 ratio=statistics.median(h_ratios))
+            # Against the floor, a server faster than standin, the client's own pace shows more.
+            hf_rps, wf_rps, hf_ratios = versus_wrk(floor.url, secs, 64, [])
+            figures.update(harness_floor_rps_c64=hf_rps, wrk_floor_rps_c64=wf_rps,
+                           harness_wrk_floor_ratio_rounds_c64=hf_ratios)
+            row("harness vs wrk against the floor, c=64: requests/s*", hf_rps, wf_rps, "req/s", ">= 1x",
+                ratio=statistics.median(hf_ratios))
             # Streams: the harness parses and times every event, wrk only reads the bytes.
             hs_rps, ws_rps, hs_ratios = versus_wrk(standin.url, secs, 256, ["--stream"] + words, prompt=words[1],
                                                    stream=True)
