@@ -40,6 +40,28 @@ fn help_lists_every_flag_and_exits_0() {
 }
 
 #[test]
+fn every_flag_in_help_is_in_the_readme_table() {
+    let exit = run(&["--help"], &[]);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let flags: Vec<&str> = exit
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(flags.len() > 30, "{}", exit.stdout);
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| ")).collect();
+    for flag in flags {
+        let named = format!("`--{flag}");
+        assert!(
+            rows.iter().any(|row| row.contains(&named)),
+            "--{flag} has no row in the README's flag table"
+        );
+    }
+}
+
+#[test]
 fn version_prints_name_and_version() {
     let exit = run(&["--version"], &[]);
     assert_eq!(exit.code, Some(0), "{exit:?}");
