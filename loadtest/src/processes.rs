@@ -106,6 +106,13 @@ fn child_args(args: &[String], o: &Options, i: usize, raw: &Path) -> Vec<String>
 /// One child's last progress line, as numbers: done, in flight, errors, abandoned.
 type Progress = [u64; 4];
 
+/// Every child's last progress line, and how many lines have come in (the parent prints after new ones).
+#[derive(Default)]
+struct Latest {
+    lines: Vec<Progress>,
+    seen: u64,
+}
+
 /// Reads `done=… in_flight=… req/s=… errors=… abandoned=…` (the progress line `main` prints).
 fn parse_progress(line: &str) -> Option<Progress> {
     let field = |name: &str| -> Option<u64> {
@@ -142,7 +149,10 @@ fn run_in(args: &[String], o: &Options, dir: &Path, n: usize) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let latest = Arc::new(Mutex::new(vec![[0u64; 4]; n]));
+    let latest = Arc::new(Mutex::new(Latest {
+        lines: vec![[0u64; 4]; n],
+        seen: 0,
+    }));
     let mut children: Vec<(Child, PathBuf)> = Vec::with_capacity(n);
     let mut readers = Vec::with_capacity(n);
     for i in 0..n {
@@ -171,7 +181,11 @@ fn run_in(args: &[String], o: &Options, dir: &Path, n: usize) -> ExitCode {
         readers.push(std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 match parse_progress(&line) {
-                    Some(p) => latest.lock().unwrap()[i] = p,
+                    Some(p) => {
+                        let mut latest = latest.lock().unwrap();
+                        latest.lines[i] = p;
+                        latest.seen += 1;
+                    }
                     None => eprintln!("[process {i}] {line}"),
                 }
             }
@@ -225,16 +239,16 @@ fn run_in(args: &[String], o: &Options, dir: &Path, n: usize) -> ExitCode {
     crate::emit(&merged.records, &merged.infos, &out)
 }
 
-/// Waits for every child; prints the summed progress line once a second meanwhile (unless quiet).
-/// Returns each child's exit code (`None`: killed by a signal).
+/// Waits for every child; meanwhile prints the summed progress line about once a second, after the
+/// children's own lines (unless quiet). Returns each child's exit code (`None`: killed by a signal).
 fn wait_all(
     children: &mut [(Child, PathBuf)],
-    latest: &Mutex<Vec<Progress>>,
+    latest: &Mutex<Latest>,
     quiet: bool,
 ) -> Vec<Option<i32>> {
     let start = Instant::now();
     let mut codes: Vec<Option<Option<i32>>> = vec![None; children.len()];
-    let mut last_done = 0;
+    let (mut last_done, mut printed_seen) = (0, 0);
     let mut next_line = start + Duration::from_secs(1);
     let mut stderr = std::io::stderr();
     while codes.iter().any(Option::is_none) {
@@ -245,11 +259,16 @@ fn wait_all(
                 }
             }
         }
-        if !quiet && Instant::now() >= next_line {
-            let sum = latest.lock().unwrap().iter().fold([0u64; 4], |mut s, p| {
+        let (sum, seen) = {
+            let latest = latest.lock().unwrap();
+            let sum = latest.lines.iter().fold([0u64; 4], |mut s, p| {
                 s.iter_mut().zip(p).for_each(|(a, b)| *a += b);
                 s
             });
+            (sum, latest.seen)
+        };
+        // After a second, once some child has said more: the line then sums fresh counts.
+        if !quiet && Instant::now() >= next_line && seen > printed_seen {
             let [done, in_flight, errors, abandoned] = sum;
             let _ = writeln!(
                 stderr,
@@ -259,9 +278,10 @@ fn wait_all(
                 codes.iter().filter(|c| c.is_none()).count(),
             );
             last_done = done;
-            next_line += Duration::from_secs(1);
+            printed_seen = seen;
+            next_line = Instant::now() + Duration::from_millis(900);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     codes.into_iter().map(Option::flatten).collect()
 }
