@@ -202,6 +202,8 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model_spec::ModelSpec;
+    use crate::models::{Prompt, Sampling};
 
     #[test]
     fn fnv1a_matches_the_reference_values() {
@@ -214,8 +216,6 @@ mod tests {
         assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
     }
-    use crate::model_spec::ModelSpec;
-    use crate::models::{Prompt, Sampling};
 
     fn catalog(strict: bool) -> Catalog {
         let mut synthetic = ModelSpec::named("syn");
