@@ -231,18 +231,28 @@ fn start_progress(c: Arc<runner::Counters>) -> std::thread::JoinHandle<()> {
         while !c.finished.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_secs(1));
             let done = c.done.load(Ordering::Relaxed);
-            let _ = writeln!(
-                stderr,
-                "[{:>5.1}s] done={done} in_flight={} req/s={} errors={} abandoned={}",
-                start.elapsed().as_secs_f64(),
+            let counts = [
+                done,
                 c.in_flight.load(Ordering::Relaxed),
-                done - last_done,
                 c.errors.load(Ordering::Relaxed),
                 c.abandoned.load(Ordering::Relaxed),
-            );
+            ]
+            .map(|n| n as u64);
+            let line = progress_line(start.elapsed(), counts, (done - last_done) as u64);
+            let _ = writeln!(stderr, "{line}");
             last_done = done;
         }
     })
+}
+
+/// The progress line: elapsed time, then `counts` (done, in flight, errors, abandoned) and the requests
+/// done in the last second. `processes` reads these lines back from its children.
+pub(crate) fn progress_line(elapsed: Duration, counts: [u64; 4], per_second: u64) -> String {
+    let [done, in_flight, errors, abandoned] = counts;
+    format!(
+        "[{:>5.1}s] done={done} in_flight={in_flight} req/s={per_second} errors={errors} abandoned={abandoned}",
+        elapsed.as_secs_f64()
+    )
 }
 
 /// Lifts the open-file limit as far as allowed: 20,000 streams need 20,000 descriptors.

@@ -269,14 +269,10 @@ fn wait_all(
         };
         // After a second, once some child has said more: the line then sums fresh counts.
         if !quiet && Instant::now() >= next_line && seen > printed_seen {
-            let [done, in_flight, errors, abandoned] = sum;
-            let _ = writeln!(
-                stderr,
-                "[{:>5.1}s] done={done} in_flight={in_flight} req/s={} errors={errors} abandoned={abandoned} processes={}",
-                start.elapsed().as_secs_f64(),
-                done.saturating_sub(last_done),
-                codes.iter().filter(|c| c.is_none()).count(),
-            );
+            let done = sum[0];
+            let line = crate::progress_line(start.elapsed(), sum, done.saturating_sub(last_done));
+            let running = codes.iter().filter(|c| c.is_none()).count();
+            let _ = writeln!(stderr, "{line} processes={running}");
             last_done = done;
             printed_seen = seen;
             next_line = Instant::now() + Duration::from_millis(900);
@@ -399,8 +395,8 @@ mod tests {
 
     #[test]
     fn progress_lines_are_read_back() {
-        let line = "[  6.0s] done=1160277 in_flight=12 req/s=218617 errors=3 abandoned=4";
-        assert_eq!(parse_progress(line), Some([1_160_277, 12, 3, 4]));
+        let line = crate::progress_line(Duration::from_secs(6), [1_160_277, 12, 3, 4], 218_617);
+        assert_eq!(parse_progress(&line), Some([1_160_277, 12, 3, 4]));
         assert_eq!(parse_progress("standin-load: no request succeeded"), None);
     }
 }
